@@ -1,0 +1,140 @@
+//! Reading and writing one namespace's objects during an operation.
+//!
+//! Reads go through a small cache of decoded tree nodes. Writes are buffered
+//! and land in the database only in [`ObjectSet::flush`], which callers run
+//! inside the same transaction that moves the ref, so a crash never leaves a
+//! ref pointing at objects that were not written.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::object::{self, Kind, Plain, Sealer};
+use crate::storage::Db;
+use crate::tree::Node;
+
+/// Decoded nodes kept in memory; cleared when full (operations touch few nodes
+/// each, and a full scan should not hold the whole tree).
+const CACHE_NODES: usize = 8192;
+
+/// Access to the objects of one namespace.
+pub struct ObjectSet<'a> {
+    db: &'a Db,
+    ns: String,
+    sealer: Box<dyn Sealer + 'a>,
+    cache: RefCell<HashMap<ObjectId, Arc<Node>>>,
+    pending: RefCell<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    objects: HashMap<ObjectId, (Kind, Vec<u8>)>,
+    order: Vec<ObjectId>,
+    bytes: usize,
+}
+
+impl<'a> ObjectSet<'a> {
+    pub fn new(db: &'a Db, ns: &str) -> Self {
+        ObjectSet {
+            db,
+            ns: ns.to_string(),
+            sealer: Box::new(Plain),
+            cache: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Pending::default()),
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    /// Raw payload and kind of an object, verified against its id.
+    pub fn get(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>)> {
+        if let Some((_, bytes)) = self.pending.borrow().objects.get(id) {
+            return object::decode(&*self.sealer, &self.ns, id, bytes);
+        }
+        let bytes = self.db.get_object(&self.ns, id)?.ok_or_else(|| Error::MissingObject {
+            ns: self.ns.clone(),
+            id: *id,
+        })?;
+        object::decode(&*self.sealer, &self.ns, id, &bytes)
+    }
+
+    /// A tree node, from the cache when possible.
+    pub fn node(&self, id: &ObjectId) -> Result<Arc<Node>> {
+        if let Some(n) = self.cache.borrow().get(id) {
+            return Ok(n.clone());
+        }
+        let (kind, payload) = self.get(id)?;
+        if kind != Kind::Node {
+            return Err(Error::CorruptObject {
+                ns: self.ns.clone(),
+                id: *id,
+                reason: format!("expected a tree node, found a {}", kind.name()),
+            });
+        }
+        let node = Arc::new(Node::decode(&payload).map_err(|reason| Error::CorruptObject {
+            ns: self.ns.clone(),
+            id: *id,
+            reason,
+        })?);
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= CACHE_NODES {
+            cache.clear();
+        }
+        cache.insert(*id, node.clone());
+        Ok(node)
+    }
+
+    /// Encode and buffer an object; returns its id.
+    pub fn put(&self, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
+        let (id, bytes) = object::encode(&*self.sealer, kind, payload)?;
+        let mut p = self.pending.borrow_mut();
+        if !p.objects.contains_key(&id) {
+            p.bytes += bytes.len();
+            p.order.push(id);
+            p.objects.insert(id, (kind, bytes));
+        }
+        Ok(id)
+    }
+
+    /// Encode, buffer and cache a tree node.
+    pub fn put_node(&self, node: Node) -> Result<ObjectId> {
+        let id = self.put(Kind::Node, &node.encode())?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= CACHE_NODES {
+            cache.clear();
+        }
+        cache.insert(id, Arc::new(node));
+        Ok(id)
+    }
+
+    /// Bytes buffered and not yet flushed.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.borrow().bytes
+    }
+
+    /// Write buffered objects to the database (in the caller's transaction).
+    /// Returns (objects written, bytes written), counting only new ones.
+    pub fn flush(&self) -> Result<(u64, u64)> {
+        let mut p = self.pending.borrow_mut();
+        let mut written = (0u64, 0u64);
+        for id in std::mem::take(&mut p.order) {
+            if let Some((kind, bytes)) = p.objects.remove(&id) {
+                if !self.db.has_object(&self.ns, &id)? {
+                    self.db.put_object(&self.ns, &id, kind, &bytes)?;
+                    written.0 += 1;
+                    written.1 += bytes.len() as u64;
+                }
+            }
+        }
+        p.bytes = 0;
+        Ok(written)
+    }
+}

@@ -1,0 +1,499 @@
+//! SQLite storage: the one database file of a store, its schema and row-level access.
+//!
+//! Everything above this module speaks in objects, refs, reflog and audit rows;
+//! only this module writes SQL. Layout is documented in `FORMAT.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::object::Kind;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "qg.sqlite";
+/// Schema version written to `meta.format`.
+pub const SCHEMA_VERSION: u32 = 1;
+/// How long a writer waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE namespaces(
+    name TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    default_branch TEXT NOT NULL,
+    crypto BLOB
+);
+CREATE TABLE objects(
+    ns TEXT NOT NULL,
+    id BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY(ns, id)
+);
+CREATE TABLE refs(
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    target BLOB NOT NULL,
+    PRIMARY KEY(ns, name)
+) WITHOUT ROWID;
+CREATE TABLE reflog(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    old BLOB,
+    new BLOB,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX reflog_ref ON reflog(ns, name);
+CREATE TABLE audit(
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    ns TEXT,
+    target TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE leases(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pid INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    what TEXT NOT NULL
+);
+";
+
+/// An open database connection with the store's pragmas applied.
+pub struct Db {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers run beside the single writer; FULL sync makes an
+    // acknowledged commit survive power loss, not only a process kill.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(())
+}
+
+impl Db {
+    /// Create a new database at `dir/qg.sqlite`. The file appears complete or not at all.
+    pub fn create(dir: &Path, store_id: &str, now: &str) -> Result<Db> {
+        let final_path = dir.join(DB_FILE);
+        if final_path.exists() {
+            return Err(Error::AlreadyExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let tmp = dir.join(format!(".{DB_FILE}.init-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let conn = Connection::open(&tmp)?;
+            conn.execute_batch("PRAGMA journal_mode=DELETE;")?;
+            conn.execute_batch("BEGIN")?;
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('format', ?1), ('store_id', ?2), ('created', ?3)",
+                params![SCHEMA_VERSION.to_string(), store_id, now],
+            )?;
+            conn.execute_batch("COMMIT")?;
+        }
+        // rename is atomic: a crash leaves either no store or a whole one.
+        if final_path.exists() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::AlreadyExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::fs::rename(&tmp, &final_path)?;
+        Db::open(dir)
+    }
+
+    /// Open the database of the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Db> {
+        if !dir.exists() {
+            return Err(Error::NoStore {
+                path: dir.to_path_buf(),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: "it is not a directory".into(),
+            });
+        }
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: format!("it has no {DB_FILE}"),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        configure(&conn).map_err(|e| Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let format: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: format!("{DB_FILE} is not a QuadGit database ({e})"),
+            })?;
+        match format {
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) => {
+                return Err(Error::UnsupportedVersion {
+                    path: dir.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            None => {
+                return Err(Error::NotAStore {
+                    path: dir.to_path_buf(),
+                    reason: "its database has no format marker".into(),
+                })
+            }
+        }
+        Ok(Db { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in an IMMEDIATE transaction (takes the write lock up front), committing on Ok.
+    pub fn write<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Run `f` in a read transaction: one consistent snapshot of the store.
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        let out = f(self);
+        let _ = self.conn.execute_batch("COMMIT");
+        out
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value")?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    // ---- objects ----
+
+    pub fn get_object(&self, ns: &str, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT data FROM objects WHERE ns=?1 AND id=?2")?
+            .query_row(params![ns, &id.0[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn has_object(&self, ns: &str, id: &ObjectId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM objects WHERE ns=?1 AND id=?2")?
+            .query_row(params![ns, &id.0[..]], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn put_object(&self, ns: &str, id: &ObjectId, kind: Kind, data: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![ns, &id.0[..], kind as u8, data])?;
+        Ok(())
+    }
+
+    pub fn delete_object(&self, ns: &str, id: &ObjectId) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM objects WHERE ns=?1 AND id=?2")?
+            .execute(params![ns, &id.0[..]])?;
+        Ok(())
+    }
+
+    /// Ids of every object of `ns` (with their kind byte), in id order.
+    pub fn object_ids(&self, ns: &str) -> Result<Vec<(ObjectId, u8)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind FROM objects WHERE ns=?1 ORDER BY id")?;
+        let rows = stmt.query_map([ns], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind) = row?;
+            if let Some(id) = ObjectId::from_slice(&id) {
+                out.push((id, kind));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commit ids of `ns` whose hex form starts with `prefix` (at most `limit`).
+    pub fn commits_with_prefix(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<ObjectId>> {
+        // Compare on the hex text: SQLite's hex() of the id blob.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM objects WHERE ns=?1 AND kind=?2 AND substr(lower(hex(id)), 1, ?3) = ?4 LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![ns, Kind::Commit as u8, prefix.len() as i64, prefix, limit as i64],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(id) = ObjectId::from_slice(&row?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// (count, total stored bytes) of the objects of `ns`.
+    pub fn object_stats(&self, ns: &str) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM objects WHERE ns=?1",
+            [ns],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    // ---- namespaces ----
+
+    pub fn namespace_default_branch(&self, ns: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT default_branch FROM namespaces WHERE name=?1")?
+            .query_row([ns], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn insert_namespace(&self, ns: &str, created: &str, default_branch: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO namespaces(name, created, default_branch) VALUES (?1, ?2, ?3)",
+            params![ns, created, default_branch],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_namespace(&self, ns: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM objects WHERE ns=?1",
+            "DELETE FROM refs WHERE ns=?1",
+            "DELETE FROM reflog WHERE ns=?1",
+            "DELETE FROM namespaces WHERE name=?1",
+        ] {
+            self.conn.execute(sql, [ns])?;
+        }
+        Ok(())
+    }
+
+    /// (name, created) of every namespace, by name.
+    pub fn namespaces(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, created FROM namespaces ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- refs ----
+
+    pub fn get_ref(&self, ns: &str, name: &str) -> Result<Option<ObjectId>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT target FROM refs WHERE ns=?1 AND name=?2")?
+            .query_row([ns, name], |r| r.get(0))
+            .optional()?;
+        Ok(v.and_then(|b| ObjectId::from_slice(&b)))
+    }
+
+    /// All refs of `ns` whose full name starts with `prefix`, by name.
+    pub fn refs(&self, ns: &str, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, target FROM refs WHERE ns=?1 AND substr(name, 1, ?2)=?3 ORDER BY name")?;
+        let rows = stmt.query_map(params![ns, prefix.len() as i64, prefix], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, target) = row?;
+            if let Some(id) = ObjectId::from_slice(&target) {
+                out.push((name, id));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn set_ref(&self, ns: &str, name: &str, target: &ObjectId) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO refs(ns, name, target) VALUES (?1, ?2, ?3) ON CONFLICT(ns, name) DO UPDATE SET target=excluded.target")?
+            .execute(params![ns, name, &target.0[..]])?;
+        Ok(())
+    }
+
+    pub fn delete_ref(&self, ns: &str, name: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM refs WHERE ns=?1 AND name=?2")?
+            .execute([ns, name])?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_reflog(
+        &self,
+        ns: &str,
+        name: &str,
+        old: Option<&ObjectId>,
+        new: Option<&ObjectId>,
+        time: &str,
+        actor: &str,
+        message: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO reflog(ns, name, old, new, time, actor, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .execute(params![
+                ns,
+                name,
+                old.map(|o| o.0.to_vec()),
+                new.map(|o| o.0.to_vec()),
+                time,
+                actor,
+                message
+            ])?;
+        Ok(())
+    }
+
+    /// Every commit id any reflog entry of `ns` mentions.
+    pub fn reflog_targets(&self, ns: &str) -> Result<Vec<ObjectId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT old, new FROM reflog WHERE ns=?1")?;
+        let rows = stmt.query_map([ns], |r| {
+            Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (a, b) = row?;
+            out.extend(a.and_then(|v| ObjectId::from_slice(&v)));
+            out.extend(b.and_then(|v| ObjectId::from_slice(&v)));
+        }
+        Ok(out)
+    }
+
+    /// Reflog of one ref, newest first.
+    pub fn reflog(&self, ns: &str, name: &str) -> Result<Vec<ReflogEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, old, new, time, actor, message FROM reflog WHERE ns=?1 AND name=?2 ORDER BY seq DESC",
+        )?;
+        let rows = stmt.query_map([ns, name], |r| {
+            Ok(ReflogEntry {
+                seq: r.get(0)?,
+                old: r.get::<_, Option<Vec<u8>>>(1)?.and_then(|v| ObjectId::from_slice(&v)),
+                new: r.get::<_, Option<Vec<u8>>>(2)?.and_then(|v| ObjectId::from_slice(&v)),
+                time: r.get(3)?,
+                actor: r.get(4)?,
+                message: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- leases: long writers announce themselves so `gc` keeps their objects ----
+
+    pub fn take_lease(&self, what: &str, now: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO leases(pid, started, what) VALUES (?1, ?2, ?3)",
+            params![std::process::id(), now, what],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn drop_lease(&self, id: i64) -> Result<()> {
+        self.conn.execute("DELETE FROM leases WHERE id=?1", [id])?;
+        Ok(())
+    }
+
+    /// Leases of live processes; leases of dead ones are removed.
+    pub fn live_leases(&self) -> Result<Vec<(u32, String)>> {
+        let rows: Vec<(i64, u32, String)> = {
+            let mut stmt = self.conn.prepare("SELECT id, pid, what FROM leases")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut live = Vec::new();
+        for (id, pid, what) in rows {
+            if Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id() {
+                live.push((pid, what));
+            } else {
+                self.drop_lease(id)?;
+            }
+        }
+        Ok(live)
+    }
+
+    /// SQLite's own integrity check ("ok" when sound).
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// One move of a ref.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReflogEntry {
+    pub seq: i64,
+    pub old: Option<ObjectId>,
+    pub new: Option<ObjectId>,
+    pub time: String,
+    pub actor: String,
+    pub message: String,
+}

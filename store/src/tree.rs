@@ -1,0 +1,831 @@
+//! Quad sets as Prolly trees: sorted keys cut into chunks at content-defined
+//! boundaries, each chunk an immutable object.
+//!
+//! A key ends a chunk when a seeded hash of it falls under `1/target` (or the
+//! chunk grew too large), so boundaries depend only on the keys themselves:
+//! the same set always yields the same root, an edit rewrites only the chunks
+//! around it plus their ancestors, and two trees are compared by skipping
+//! equal subtrees. Node layout: `FORMAT.md`.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::error::Result;
+use crate::id::ObjectId;
+use crate::objects::ObjectSet;
+
+/// Average entries per leaf.
+const LEAF_TARGET: u64 = 64;
+/// Average entries per internal node.
+const INNER_TARGET: u64 = 32;
+/// A chunk is cut after this many times its target, whatever the hashes say.
+const MAX_FACTOR: usize = 8;
+/// A chunk is cut once its keys reach this many bytes.
+const MAX_BYTES: usize = 256 * 1024;
+/// Fixed seed: changing it changes every tree, so it is part of the format.
+const SEED: u64 = 0x5147_5452_4545_0001;
+
+/// A child pointer of an internal node: the child's id and how many keys lie below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    pub id: ObjectId,
+    pub count: u64,
+}
+
+/// One tree node. Leaves (level 0) hold keys; internal nodes hold the first key
+/// of each child and the child pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub level: u8,
+    pub keys: Vec<Vec<u8>>,
+    pub children: Vec<Child>,
+}
+
+impl Node {
+    pub fn empty() -> Node {
+        Node {
+            level: 0,
+            keys: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.level == 0
+    }
+
+    /// Number of keys at or below this node.
+    pub fn count(&self) -> u64 {
+        if self.is_leaf() {
+            self.keys.len() as u64
+        } else {
+            self.children.iter().map(|c| c.count).sum()
+        }
+    }
+
+    fn value(&self, i: usize) -> Option<Child> {
+        if self.is_leaf() {
+            None
+        } else {
+            Some(self.children[i])
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.keys.iter().map(|k| k.len() + 2).sum::<usize>());
+        out.push(self.level);
+        put_varint(&mut out, self.keys.len() as u64);
+        let mut prev: &[u8] = &[];
+        for (i, key) in self.keys.iter().enumerate() {
+            let shared = prev.iter().zip(key.iter()).take_while(|(a, b)| a == b).count();
+            put_varint(&mut out, shared as u64);
+            put_varint(&mut out, (key.len() - shared) as u64);
+            out.extend_from_slice(&key[shared..]);
+            if !self.is_leaf() {
+                out.extend_from_slice(&self.children[i].id.0);
+                put_varint(&mut out, self.children[i].count);
+            }
+            prev = key;
+        }
+        out
+    }
+
+    pub fn decode(mut buf: &[u8]) -> std::result::Result<Node, String> {
+        let level = *buf.first().ok_or("empty node")?;
+        buf = &buf[1..];
+        let n = get_varint(&mut buf)? as usize;
+        if n > buf.len() {
+            return Err(format!("node claims {n} entries in {} bytes", buf.len()));
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(n);
+        let mut children = Vec::new();
+        for _ in 0..n {
+            let shared = get_varint(&mut buf)? as usize;
+            let len = get_varint(&mut buf)? as usize;
+            let prev = keys.last().map(|k| k.as_slice()).unwrap_or(&[]);
+            if shared > prev.len() || len > buf.len() {
+                return Err("truncated key".into());
+            }
+            let mut key = Vec::with_capacity(shared + len);
+            key.extend_from_slice(&prev[..shared]);
+            key.extend_from_slice(&buf[..len]);
+            buf = &buf[len..];
+            if let Some(p) = keys.last() {
+                if p.as_slice() >= key.as_slice() {
+                    return Err("keys out of order".into());
+                }
+            }
+            if level > 0 {
+                if buf.len() < 32 {
+                    return Err("truncated child id".into());
+                }
+                let id = ObjectId::from_slice(&buf[..32]).expect("32 bytes");
+                buf = &buf[32..];
+                let count = get_varint(&mut buf)?;
+                children.push(Child { id, count });
+            }
+            keys.push(key);
+        }
+        if !buf.is_empty() {
+            return Err(format!("{} trailing bytes", buf.len()));
+        }
+        if level > 0 && keys.is_empty() {
+            return Err("empty internal node".into());
+        }
+        Ok(Node {
+            level,
+            keys,
+            children,
+        })
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &mut &[u8]) -> std::result::Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long".into())
+}
+
+/// Accumulates the entries of one level and cuts them into nodes.
+struct Chunker {
+    level: u8,
+    keys: Vec<Vec<u8>>,
+    children: Vec<Child>,
+    bytes: usize,
+}
+
+impl Chunker {
+    fn new(level: u8) -> Self {
+        Chunker {
+            level,
+            keys: Vec::new(),
+            children: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn target(&self) -> u64 {
+        if self.level == 0 {
+            LEAF_TARGET
+        } else {
+            INNER_TARGET
+        }
+    }
+
+    /// Add an entry; returns the finished node when this entry ends a chunk.
+    fn push(&mut self, key: Vec<u8>, child: Option<Child>) -> Option<Node> {
+        let cut = self.keys.len() + 1 >= MAX_FACTOR * self.target() as usize
+            || self.bytes + key.len() >= MAX_BYTES
+            || xxh3_64_with_seed(&key, SEED ^ u64::from(self.level)) < u64::MAX / self.target();
+        self.bytes += key.len();
+        self.keys.push(key);
+        if let Some(c) = child {
+            self.children.push(c);
+        }
+        if cut {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    fn take(&mut self) -> Option<Node> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        self.bytes = 0;
+        Some(Node {
+            level: self.level,
+            keys: std::mem::take(&mut self.keys),
+            children: std::mem::take(&mut self.children),
+        })
+    }
+}
+
+fn store_node(objs: &ObjectSet, node: Node) -> Result<(Vec<u8>, Child)> {
+    let first = node.keys[0].clone();
+    let count = node.count();
+    let id = objs.put_node(node)?;
+    Ok((first, Child { id, count }))
+}
+
+/// The id of the empty set's tree (an empty leaf), stored on demand.
+pub fn empty(objs: &ObjectSet) -> Result<ObjectId> {
+    objs.put_node(Node::empty())
+}
+
+/// Skip internal nodes with a single child: the canonical root is the lowest
+/// level that has exactly one node.
+fn collapse(objs: &ObjectSet, mut id: ObjectId) -> Result<ObjectId> {
+    loop {
+        let node = objs.node(&id)?;
+        if node.is_leaf() || node.children.len() != 1 {
+            return Ok(id);
+        }
+        id = node.children[0].id;
+    }
+}
+
+/// Builds a tree bottom-up from keys given in strictly increasing order, in
+/// memory proportional to the tree's height.
+pub struct Builder<'o, 'a> {
+    objs: &'o ObjectSet<'a>,
+    base: u8,
+    levels: Vec<(Chunker, u64)>,
+    last: Option<Vec<u8>>,
+}
+
+impl<'o, 'a> Builder<'o, 'a> {
+    pub fn new(objs: &'o ObjectSet<'a>) -> Self {
+        Self::at_level(objs, 0)
+    }
+
+    fn at_level(objs: &'o ObjectSet<'a>, base: u8) -> Self {
+        Builder {
+            objs,
+            base,
+            levels: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Add the next key (must be greater than the previous one).
+    pub fn push(&mut self, key: Vec<u8>) -> Result<()> {
+        if let Some(last) = &self.last {
+            if last.as_slice() >= key.as_slice() {
+                return Err(crate::error::Error::Other(
+                    "tree builder got keys out of order".into(),
+                ));
+            }
+        }
+        self.last = Some(key.clone());
+        self.push_at(0, key, None)
+    }
+
+    fn push_at(&mut self, i: usize, key: Vec<u8>, child: Option<Child>) -> Result<()> {
+        if self.levels.len() == i {
+            self.levels
+                .push((Chunker::new(self.base + i as u8), 0));
+        }
+        if let Some(node) = self.levels[i].0.push(key, child) {
+            self.levels[i].1 += 1;
+            let (first, c) = store_node(self.objs, node)?;
+            self.push_at(i + 1, first, Some(c))?;
+        }
+        Ok(())
+    }
+
+    /// Close every level and return the root.
+    pub fn finish(mut self) -> Result<ObjectId> {
+        if self.levels.is_empty() {
+            return empty(self.objs);
+        }
+        let mut i = 0;
+        loop {
+            let top = i + 1 == self.levels.len();
+            if top && self.levels[i].1 == 0 {
+                let node = self.levels[i].0.take().expect("top level holds entries");
+                let (_, c) = store_node(self.objs, node)?;
+                return collapse(self.objs, c.id);
+            }
+            if let Some(node) = self.levels[i].0.take() {
+                self.levels[i].1 += 1;
+                let (first, c) = store_node(self.objs, node)?;
+                self.push_at(i + 1, first, Some(c))?;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Build the tree of keys that are already sorted and unique.
+pub fn build(objs: &ObjectSet, keys: impl IntoIterator<Item = Vec<u8>>) -> Result<ObjectId> {
+    let mut b = Builder::new(objs);
+    for k in keys {
+        b.push(k)?;
+    }
+    b.finish()
+}
+
+/// A position in one level of a tree: the path from the root down.
+struct Cursor<'o, 'a> {
+    objs: &'o ObjectSet<'a>,
+    stack: Vec<(Arc<Node>, usize)>,
+}
+
+impl<'o, 'a> Cursor<'o, 'a> {
+    /// Position at the start of the `level` node whose range holds `key`.
+    fn seek(objs: &'o ObjectSet<'a>, root: &Arc<Node>, level: u8, key: &[u8]) -> Result<Self> {
+        let mut stack = Vec::new();
+        let mut node = root.clone();
+        while node.level > level {
+            let idx = node.keys.partition_point(|k| k.as_slice() <= key).saturating_sub(1);
+            let child = objs.node(&node.children[idx].id)?;
+            stack.push((node, idx));
+            node = child;
+        }
+        stack.push((node, 0));
+        Ok(Cursor { objs, stack })
+    }
+
+    fn peek(&self) -> Option<(&[u8], Option<Child>)> {
+        let (n, i) = self.stack.last().expect("cursor has a frame");
+        (*i < n.keys.len()).then(|| (n.keys[*i].as_slice(), n.value(*i)))
+    }
+
+    fn at_node_start(&self) -> bool {
+        self.stack.last().expect("frame").1 == 0
+    }
+
+    fn at_node_last(&self) -> bool {
+        let (n, i) = self.stack.last().expect("frame");
+        *i + 1 == n.keys.len()
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        let depth = self.stack.len() - 1;
+        {
+            let (n, i) = &mut self.stack[depth];
+            *i += 1;
+            if *i < n.keys.len() {
+                return Ok(());
+            }
+        }
+        let mut d = depth;
+        loop {
+            if d == 0 {
+                return Ok(()); // exhausted: the last frame stays past its end
+            }
+            d -= 1;
+            let (n, i) = &mut self.stack[d];
+            if *i + 1 < n.keys.len() {
+                *i += 1;
+                break;
+            }
+        }
+        for k in d..depth {
+            let (n, i) = &self.stack[k];
+            let child = self.objs.node(&n.children[*i].id)?;
+            self.stack[k + 1] = (child, 0);
+        }
+        Ok(())
+    }
+}
+
+/// A change to one entry of a level: `value` None deletes `key`.
+#[derive(Debug, Clone)]
+struct Edit {
+    key: Vec<u8>,
+    value: Option<Option<Child>>,
+}
+
+/// Apply sorted edits to one level; returns the edits this makes to the level above.
+fn rewrite_level(objs: &ObjectSet, root: &Arc<Node>, level: u8, edits: &[Edit]) -> Result<Vec<Edit>> {
+    let mut up: Vec<Edit> = Vec::new();
+    let mut i = 0;
+    while i < edits.len() {
+        let mut cur = Cursor::seek(objs, root, level, &edits[i].key)?;
+        let mut chunker = Chunker::new(level);
+        loop {
+            let old = cur.peek().map(|(k, v)| (k.to_vec(), v));
+            let edit = edits.get(i);
+            let order = match (&old, edit) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((k, _)), Some(e)) => k.cmp(&e.key),
+            };
+            let mut emitted = None;
+            let mut old_node_ended = false;
+            if order != Ordering::Greater {
+                let (k, v) = old.expect("old entry");
+                if cur.at_node_start() {
+                    up.push(Edit {
+                        key: k.clone(),
+                        value: None,
+                    });
+                }
+                old_node_ended = order == Ordering::Less && cur.at_node_last();
+                cur.advance()?;
+                if order == Ordering::Less {
+                    emitted = Some((k, v));
+                }
+            }
+            if order != Ordering::Less {
+                let e = edit.expect("edit");
+                i += 1;
+                if let Some(v) = e.value {
+                    emitted = Some((e.key.clone(), v));
+                }
+            }
+            let Some((k, v)) = emitted else { continue };
+            if let Some(node) = chunker.push(k, v) {
+                let (first, c) = store_node(objs, node)?;
+                up.push(Edit {
+                    key: first,
+                    value: Some(Some(c)),
+                });
+                // Our cut and an old cut coincide: from here on the old nodes
+                // are valid as they are, until the next edit's node.
+                if old_node_ended {
+                    let resync = match (edits.get(i), cur.peek()) {
+                        (None, _) => true,
+                        (Some(e), Some((next, _))) => e.key.as_slice() >= next,
+                        (Some(_), None) => false,
+                    };
+                    if resync {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(node) = chunker.take() {
+            let (first, c) = store_node(objs, node)?;
+            up.push(Edit {
+                key: first,
+                value: Some(Some(c)),
+            });
+        }
+    }
+    // A deleted first key may come back as a new node's first key: the insert wins.
+    up.sort_by(|a, b| a.key.cmp(&b.key).then(a.value.is_some().cmp(&b.value.is_some())));
+    let mut merged: Vec<Edit> = Vec::with_capacity(up.len());
+    for e in up {
+        match merged.last_mut() {
+            Some(last) if last.key == e.key => *last = e,
+            _ => merged.push(e),
+        }
+    }
+    Ok(merged)
+}
+
+/// Apply additions and removals (each sorted, unique) to the tree at `root`.
+/// Removing an absent key or adding a present one is a no-op.
+pub fn apply(objs: &ObjectSet, root: ObjectId, add: &[Vec<u8>], remove: &[Vec<u8>]) -> Result<ObjectId> {
+    let mut edits: Vec<Edit> = Vec::with_capacity(add.len() + remove.len());
+    let (mut a, mut r) = (0, 0);
+    while a < add.len() || r < remove.len() {
+        let take_add = r == remove.len() || (a < add.len() && add[a] <= remove[r]);
+        if take_add {
+            // adding and removing the same key in one change: the addition wins
+            if r < remove.len() && add[a] == remove[r] {
+                r += 1;
+            }
+            edits.push(Edit {
+                key: add[a].clone(),
+                value: Some(None),
+            });
+            a += 1;
+        } else {
+            edits.push(Edit {
+                key: remove[r].clone(),
+                value: None,
+            });
+            r += 1;
+        }
+    }
+    if edits.is_empty() {
+        return Ok(root);
+    }
+    let root_node = objs.node(&root)?;
+    let top = root_node.level;
+    for level in 0..top {
+        edits = rewrite_level(objs, &root_node, level, &edits)?;
+    }
+    let up = rewrite_level(objs, &root_node, top, &edits)?;
+    let new_top: Vec<(Vec<u8>, Child)> = up
+        .into_iter()
+        .filter_map(|e| e.value.flatten().map(|c| (e.key, c)))
+        .collect();
+    match new_top.len() {
+        0 => empty(objs),
+        1 => collapse(objs, new_top[0].1.id),
+        _ => {
+            let mut b = Builder::at_level(objs, top + 1);
+            for (k, c) in new_top {
+                b.push_at(0, k, Some(c))?;
+            }
+            b.finish()
+        }
+    }
+}
+
+/// Number of keys in the tree.
+pub fn count(objs: &ObjectSet, root: &ObjectId) -> Result<u64> {
+    Ok(objs.node(root)?.count())
+}
+
+/// Keys of the tree starting with `prefix`, in order.
+pub struct Scan<'o, 'a> {
+    cursor: Option<Cursor<'o, 'a>>,
+    prefix: Vec<u8>,
+}
+
+impl<'o, 'a> Scan<'o, 'a> {
+    pub fn new(objs: &'o ObjectSet<'a>, root: &ObjectId, prefix: &[u8]) -> Result<Self> {
+        let root = objs.node(root)?;
+        let mut cursor = Cursor::seek(objs, &root, 0, prefix)?;
+        while let Some((k, _)) = cursor.peek() {
+            if k >= prefix {
+                break;
+            }
+            cursor.advance()?;
+        }
+        Ok(Scan {
+            cursor: Some(cursor),
+            prefix: prefix.to_vec(),
+        })
+    }
+}
+
+impl Iterator for Scan<'_, '_> {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let cursor = self.cursor.as_mut()?;
+        let key = match cursor.peek() {
+            Some((k, _)) if k.starts_with(&self.prefix) => k.to_vec(),
+            _ => {
+                self.cursor = None;
+                return None;
+            }
+        };
+        if let Err(e) = cursor.advance() {
+            self.cursor = None;
+            return Some(Err(e));
+        }
+        Some(Ok(key))
+    }
+}
+
+/// One difference between two trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added(Vec<u8>),
+    Removed(Vec<u8>),
+}
+
+impl Change {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Change::Added(k) | Change::Removed(k) => k,
+        }
+    }
+}
+
+enum Item {
+    Sub(u8, ObjectId),
+    Key(Vec<u8>),
+}
+
+/// The changes from tree `a` to tree `b`, in key order; equal subtrees are skipped
+/// without being read, so the cost follows the size of the difference.
+pub struct Diff<'o, 'a> {
+    objs: &'o ObjectSet<'a>,
+    a: Vec<Item>,
+    b: Vec<Item>,
+}
+
+impl<'o, 'a> Diff<'o, 'a> {
+    pub fn new(objs: &'o ObjectSet<'a>, a: &ObjectId, b: &ObjectId) -> Result<Self> {
+        let la = objs.node(a)?.level;
+        let lb = objs.node(b)?.level;
+        Ok(Diff {
+            objs,
+            a: vec![Item::Sub(la, *a)],
+            b: vec![Item::Sub(lb, *b)],
+        })
+    }
+
+    fn expand(objs: &ObjectSet, side: &mut Vec<Item>) -> Result<()> {
+        let Some(Item::Sub(_, id)) = side.pop() else {
+            return Ok(());
+        };
+        let node = objs.node(&id)?;
+        if node.is_leaf() {
+            side.extend(node.keys.iter().rev().map(|k| Item::Key(k.clone())));
+        } else {
+            side.extend(
+                node.children
+                    .iter()
+                    .rev()
+                    .map(|c| Item::Sub(node.level - 1, c.id)),
+            );
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<Change>> {
+        loop {
+            match (self.a.last(), self.b.last()) {
+                (None, None) => return Ok(None),
+                (Some(Item::Sub(la, x)), Some(Item::Sub(lb, y))) => {
+                    if x == y {
+                        self.a.pop();
+                        self.b.pop();
+                    } else {
+                        let (la, lb) = (*la, *lb);
+                        if la >= lb {
+                            Self::expand(self.objs, &mut self.a)?;
+                        }
+                        if lb >= la {
+                            Self::expand(self.objs, &mut self.b)?;
+                        }
+                    }
+                }
+                (Some(Item::Sub(..)), _) => Self::expand(self.objs, &mut self.a)?,
+                (_, Some(Item::Sub(..))) => Self::expand(self.objs, &mut self.b)?,
+                (Some(Item::Key(x)), Some(Item::Key(y))) => match x.cmp(y) {
+                    Ordering::Equal => {
+                        self.a.pop();
+                        self.b.pop();
+                    }
+                    Ordering::Less => {
+                        let Some(Item::Key(k)) = self.a.pop() else { unreachable!() };
+                        return Ok(Some(Change::Removed(k)));
+                    }
+                    Ordering::Greater => {
+                        let Some(Item::Key(k)) = self.b.pop() else { unreachable!() };
+                        return Ok(Some(Change::Added(k)));
+                    }
+                },
+                (Some(Item::Key(_)), None) => {
+                    let Some(Item::Key(k)) = self.a.pop() else { unreachable!() };
+                    return Ok(Some(Change::Removed(k)));
+                }
+                (None, Some(Item::Key(_))) => {
+                    let Some(Item::Key(k)) = self.b.pop() else { unreachable!() };
+                    return Ok(Some(Change::Added(k)));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for Diff<'_, '_> {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}
+
+/// Every object id reachable from `root` (the root included).
+pub fn reachable(objs: &ObjectSet, root: &ObjectId, out: &mut std::collections::HashSet<ObjectId>) -> Result<()> {
+    if !out.insert(*root) {
+        return Ok(());
+    }
+    let node = objs.node(root)?;
+    for c in &node.children {
+        reachable(objs, &c.id, out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Db;
+    use std::collections::BTreeSet;
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("<http://example.org/s{i:08}>\0<http://p>\0\"v\"").into_bytes()
+    }
+
+    fn with_objs(f: impl FnOnce(&ObjectSet)) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let objs = ObjectSet::new(&db, "t");
+        f(&objs);
+    }
+
+    fn all(objs: &ObjectSet, root: &ObjectId) -> Vec<Vec<u8>> {
+        Scan::new(objs, root, b"").unwrap().map(|k| k.unwrap()).collect()
+    }
+
+    #[test]
+    fn node_round_trip() {
+        let n = Node {
+            level: 1,
+            keys: vec![b"abc".to_vec(), b"abd".to_vec(), b"b".to_vec()],
+            children: (0..3)
+                .map(|i| Child {
+                    id: ObjectId([i; 32]),
+                    count: 300 + i as u64,
+                })
+                .collect(),
+        };
+        assert_eq!(Node::decode(&n.encode()).unwrap(), n);
+        assert!(Node::decode(&n.encode()[..10]).is_err());
+    }
+
+    #[test]
+    fn same_set_same_root_whatever_the_history() {
+        with_objs(|objs| {
+            let keys: Vec<_> = (0..5000).map(key).collect();
+            let direct = build(objs, keys.clone()).unwrap();
+            // grow the tree in uneven batches and shrink it again
+            let mut root = empty(objs).unwrap();
+            for chunk in keys.chunks(777) {
+                root = apply(objs, root, chunk, &[]).unwrap();
+            }
+            assert_eq!(root, direct);
+            assert_eq!(count(objs, &root).unwrap(), 5000);
+            let evens: Vec<_> = (0..5000).filter(|i| i % 2 == 0).map(key).collect();
+            let odds: Vec<_> = (0..5000).filter(|i| i % 2 == 1).map(key).collect();
+            let shrunk = apply(objs, root, &[], &odds).unwrap();
+            assert_eq!(shrunk, build(objs, evens.clone()).unwrap());
+            assert_eq!(all(objs, &shrunk), evens);
+            let gone = apply(objs, shrunk, &[], &evens).unwrap();
+            assert_eq!(gone, empty(objs).unwrap());
+        });
+    }
+
+    #[test]
+    fn random_edits_match_rebuild() {
+        with_objs(|objs| {
+            let mut set: BTreeSet<Vec<u8>> = (0..3000).map(|i| key(i * 3)).collect();
+            let mut root = build(objs, set.iter().cloned()).unwrap();
+            let mut x: u64 = 12345;
+            let mut rnd = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for round in 0..40 {
+                let n = 1 + rnd() % if round % 5 == 0 { 400 } else { 8 };
+                let mut add = BTreeSet::new();
+                let mut rem = BTreeSet::new();
+                for _ in 0..n {
+                    let k = key(rnd() % 12000);
+                    if rnd() % 2 == 0 {
+                        add.insert(k);
+                    } else {
+                        rem.insert(k);
+                    }
+                }
+                let add: Vec<_> = add.into_iter().collect();
+                let rem: Vec<_> = rem.into_iter().filter(|k| !add.contains(k)).collect();
+                root = apply(objs, root, &add, &rem).unwrap();
+                for k in &rem {
+                    set.remove(k);
+                }
+                set.extend(add);
+                assert_eq!(root, build(objs, set.iter().cloned()).unwrap(), "round {round}");
+            }
+            assert_eq!(all(objs, &root), set.iter().cloned().collect::<Vec<_>>());
+        });
+    }
+
+    #[test]
+    fn diff_lists_exact_changes() {
+        with_objs(|objs| {
+            let a_keys: Vec<_> = (0..4000).map(key).collect();
+            let a = build(objs, a_keys.clone()).unwrap();
+            let add = vec![key(5000), key(6000)];
+            let rem = vec![key(10), key(3999)];
+            let b = apply(objs, a, &add, &rem).unwrap();
+            let changes: Vec<_> = Diff::new(objs, &a, &b).unwrap().map(|c| c.unwrap()).collect();
+            assert_eq!(
+                changes,
+                vec![
+                    Change::Removed(key(10)),
+                    Change::Removed(key(3999)),
+                    Change::Added(key(5000)),
+                    Change::Added(key(6000)),
+                ]
+            );
+            assert_eq!(Diff::new(objs, &a, &a).unwrap().count(), 0);
+        });
+    }
+
+    #[test]
+    fn scan_by_prefix() {
+        with_objs(|objs| {
+            let root = build(objs, (0..1000).map(key)).unwrap();
+            let hits: Vec<_> = Scan::new(objs, &root, b"<http://example.org/s0000012")
+                .unwrap()
+                .map(|k| k.unwrap())
+                .collect();
+            assert_eq!(hits, (120..130).map(key).collect::<Vec<_>>());
+        });
+    }
+}
