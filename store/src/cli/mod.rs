@@ -1,0 +1,144 @@
+//! Command-line plumbing shared by `qg` and every QuadGit tool: global flags,
+//! exit codes, error reporting, JSON output, progress bars and logging.
+//! (Feature `cli`.)
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::{Error, ErrorKind};
+use crate::progress::Progress;
+use crate::store::Store;
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the operation failed or a check found problems.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status: bad usage or bad input.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The exit-code paragraph every binary's `--help` ends with.
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  1  the operation failed or a check found problems (fsck errors, merge conflict, broken audit chain, ...)\n  2  bad usage or bad input (unknown flag, malformed file, unknown ref, missing store)";
+
+/// Flags every QuadGit binary accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Data directory of the store.
+    #[arg(long, global = true, env = "QG_DATA", default_value = "./qg-data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Namespace to work in.
+    #[arg(long, global = true, env = "QG_NS", default_value = "default", value_name = "NAME")]
+    pub ns: String,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QG_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+impl GlobalArgs {
+    /// Open the store named by `--data`.
+    pub fn open(&self) -> Result<Store, Error> {
+        Store::open(&self.data)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Send `tracing` logs to stderr (level from `QG_LOG`, default `warn`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}
+
+/// The exit code for an error.
+pub fn exit_code(err: &Error) -> i32 {
+    match err.kind() {
+        ErrorKind::Usage => EXIT_USAGE,
+        ErrorKind::Failed => EXIT_FAILED,
+    }
+}
+
+/// Print `error: ...` with its cause chain to stderr and return the exit code.
+pub fn report(err: &Error) -> i32 {
+    let mut msg = format!("error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        source = s.source();
+    }
+    let _ = writeln!(std::io::stderr(), "{msg}");
+    exit_code(err)
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| Error::Other(e.to_string()))?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Progress bars on stderr; hidden when stderr is not a terminal.
+pub struct Bars {
+    bar: std::cell::RefCell<Option<ProgressBar>>,
+    visible: bool,
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Bars {
+            bar: std::cell::RefCell::new(None),
+            visible: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, what: &str, total: Option<u64>) {
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template("{msg:>12} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{msg:>12} {spinner} {human_pos} ({per_sec})").expect("valid template"),
+            ),
+        };
+        if !self.visible {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_message(what.to_string());
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn inc(&self, n: u64) {
+        if let Some(b) = &*self.bar.borrow() {
+            b.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}

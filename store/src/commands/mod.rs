@@ -1,0 +1,73 @@
+//! One module per command. Each takes typed `*Options` and returns a typed
+//! result; none prints. The `qg` binary is a thin shell over these.
+
+pub mod branch;
+pub mod bulk_load;
+pub mod commit;
+pub mod diff;
+pub mod export;
+pub mod fsck;
+pub mod gc;
+pub mod log;
+pub mod merge;
+pub mod query;
+
+use crate::error::Result;
+use crate::rdf;
+use crate::tree::Change;
+
+/// Hooks get the changed quads inline up to this many per side; beyond, a file path.
+const HOOK_INLINE_QUADS: usize = 10_000;
+
+/// The added/removed part of a hook document. The returned temp files must
+/// live until the hook has run.
+pub(crate) fn hook_changes(changes: &[Change]) -> Result<(serde_json::Value, Vec<tempfile::NamedTempFile>)> {
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    let (mut na, mut nr) = (0usize, 0usize);
+    for c in changes {
+        match c {
+            Change::Added(k) => {
+                na += 1;
+                rdf::nquad_line(k, &mut added);
+            }
+            Change::Removed(k) => {
+                nr += 1;
+                rdf::nquad_line(k, &mut removed);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let mut side = |n: usize, text: Vec<u8>| -> Result<(serde_json::Value, serde_json::Value)> {
+        if n <= HOOK_INLINE_QUADS {
+            Ok((String::from_utf8_lossy(&text).into_owned().into(), serde_json::Value::Null))
+        } else {
+            let mut f = tempfile::Builder::new().prefix("qg-hook-").suffix(".nq").tempfile()?;
+            std::io::Write::write_all(&mut f, &text)?;
+            let path = f.path().display().to_string();
+            files.push(f);
+            Ok((serde_json::Value::Null, path.into()))
+        }
+    };
+    let (added_inline, added_file) = side(na, added)?;
+    let (removed_inline, removed_file) = side(nr, removed)?;
+    Ok((
+        serde_json::json!({
+            "added_count": na,
+            "removed_count": nr,
+            "added": added_inline,
+            "removed": removed_inline,
+            "added_file": added_file,
+            "removed_file": removed_file,
+        }),
+        files,
+    ))
+}
+
+/// Merge `extra` (a JSON object) into `base` (a JSON object).
+pub(crate) fn extend(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
