@@ -107,7 +107,16 @@ pub struct Entry {
 const GENESIS: [u8; 32] = [0; 32];
 
 fn entry_hash(prev: &[u8], seq: i64, time: &str, e: &Event, detail: &str) -> [u8; 32] {
-    let body = serde_json::json!([seq, time, e.actor, e.action, e.ns, e.target, e.outcome.as_str(), detail]);
+    let body = serde_json::json!([
+        seq,
+        time,
+        e.actor,
+        e.action,
+        e.ns,
+        e.target,
+        e.outcome.as_str(),
+        detail
+    ]);
     let mut h = Sha256::new();
     h.update(prev);
     h.update(body.to_string().as_bytes());
@@ -118,9 +127,11 @@ fn entry_hash(prev: &[u8], seq: i64, time: &str, e: &Event, detail: &str) -> [u8
 pub fn append(db: &Db, event: &Event) -> Result<i64> {
     let last: Option<(i64, Vec<u8>)> = db
         .conn
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
@@ -164,7 +175,8 @@ fn row_to_entry(r: &rusqlite::Row) -> rusqlite::Result<(Entry, String)> {
             ns: r.get(4)?,
             target: r.get(5)?,
             outcome: Outcome::parse(&r.get::<_, String>(6)?),
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail.clone())),
+            detail: serde_json::from_str(&detail)
+                .unwrap_or(serde_json::Value::String(detail.clone())),
             prev: hex::encode(r.get::<_, Vec<u8>>(8)?),
             hash: hex::encode(r.get::<_, Vec<u8>>(9)?),
         },

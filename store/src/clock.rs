@@ -6,8 +6,9 @@ use time::{Duration, OffsetDateTime};
 use crate::error::{Error, Result};
 
 /// Fixed-width RFC 3339 (UTC, milliseconds), so stored times sort as text.
-const STAMP: &[time::format_description::FormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+const STAMP: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
 
 /// Now, as fixed-width RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
@@ -35,9 +36,9 @@ pub fn parse_since(value: &str) -> Result<OffsetDateTime> {
         return Ok(t);
     }
     let (num, unit) = value.split_at(value.len().saturating_sub(1));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| bad("expected an RFC 3339 time, a date (YYYY-MM-DD) or an age like 24h or 7d"))?;
+    let n: i64 = num.parse().map_err(|_| {
+        bad("expected an RFC 3339 time, a date (YYYY-MM-DD) or an age like 24h or 7d")
+    })?;
     let age = match unit {
         "s" => Duration::seconds(n),
         "m" => Duration::minutes(n),
@@ -63,7 +64,10 @@ mod tests {
         assert!(parse_since("2026-11-01T10:00:00Z").is_ok());
         let day = parse_since("1d").unwrap();
         assert!(OffsetDateTime::now_utc() - day >= Duration::hours(23));
-        assert!(parse_since("yesterday").unwrap_err().to_string().contains("yesterday"));
+        assert!(parse_since("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("yesterday"));
         assert!(parse(&now()).is_some());
     }
 }

@@ -6,8 +6,8 @@
 //! never undo a write. Every hook runs under a timeout.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -99,7 +99,12 @@ impl Hooks {
     }
 
     /// Run `hook` if it is installed; `None` when there is no such executable.
-    pub fn run(&self, hook: Hook, ns: &str, payload: &serde_json::Value) -> Result<Option<HookRun>> {
+    pub fn run(
+        &self,
+        hook: Hook,
+        ns: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<HookRun>> {
         let path = self.dir.join(hook.file_name());
         if !is_executable(&path) {
             return Ok(None);
@@ -183,12 +188,29 @@ mod tests {
     fn missing_hook_is_none_and_stdin_reaches_hook() {
         let d = tempfile::tempdir().unwrap();
         let hooks = Hooks::new(d.path(), Duration::from_secs(10));
-        assert!(hooks.run(Hook::PreCommit, "default", &serde_json::json!({})).unwrap().is_none());
+        assert!(hooks
+            .run(Hook::PreCommit, "default", &serde_json::json!({}))
+            .unwrap()
+            .is_none());
         install(d.path(), Hook::PreCommit, "#!/bin/sh\ngrep -q '\"message\":\"bad\"' && { echo rejected: bad message >&2; exit 3; }\nexit 0\n");
-        let run = hooks.run(Hook::PreCommit, "default", &serde_json::json!({"message": "bad"})).unwrap().unwrap();
+        let run = hooks
+            .run(
+                Hook::PreCommit,
+                "default",
+                &serde_json::json!({"message": "bad"}),
+            )
+            .unwrap()
+            .unwrap();
         assert_eq!(run.code, Some(3));
         assert_eq!(run.failure(hooks.timeout), "rejected: bad message");
-        let run = hooks.run(Hook::PreCommit, "default", &serde_json::json!({"message": "good"})).unwrap().unwrap();
+        let run = hooks
+            .run(
+                Hook::PreCommit,
+                "default",
+                &serde_json::json!({"message": "good"}),
+            )
+            .unwrap()
+            .unwrap();
         assert!(run.ok());
     }
 
@@ -197,7 +219,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         install(d.path(), Hook::PostCommit, "#!/bin/sh\nsleep 30\n");
         let hooks = Hooks::new(d.path(), Duration::from_millis(300));
-        let run = hooks.run(Hook::PostCommit, "default", &serde_json::json!({})).unwrap().unwrap();
+        let run = hooks
+            .run(Hook::PostCommit, "default", &serde_json::json!({}))
+            .unwrap()
+            .unwrap();
         assert!(run.timed_out && !run.ok());
         assert!(run.failure(hooks.timeout).contains("timed out"));
     }

@@ -67,19 +67,34 @@ fn objects_in(objs: &ObjectSet, tree: &ObjectId, prefix: &[u8]) -> Result<Vec<Ve
 }
 
 /// Plan the merge of `theirs` into `ours` with common ancestor `base` (trees).
-pub fn plan(objs: &ObjectSet, base: &ObjectId, ours: &ObjectId, theirs: &ObjectId, strategy: Strategy) -> Result<MergePlan> {
+pub fn plan(
+    objs: &ObjectSet,
+    base: &ObjectId,
+    ours: &ObjectId,
+    theirs: &ObjectId,
+    strategy: Strategy,
+) -> Result<MergePlan> {
     let d_ours = collect(objs, base, ours)?;
     let d_theirs = collect(objs, base, theirs)?;
     let mut plan = MergePlan::default();
     let (mut i, mut j) = (0, 0);
     while j < d_theirs.len() {
         let group = rdf::gsp_prefix(d_theirs[j].key()).to_vec();
-        let t_end = j + d_theirs[j..].iter().take_while(|c| c.key().starts_with(&group)).count();
+        let t_end = j + d_theirs[j..]
+            .iter()
+            .take_while(|c| c.key().starts_with(&group))
+            .count();
         // skip our changes in earlier groups
-        while i < d_ours.len() && d_ours[i].key() < group.as_slice() && !d_ours[i].key().starts_with(&group) {
+        while i < d_ours.len()
+            && d_ours[i].key() < group.as_slice()
+            && !d_ours[i].key().starts_with(&group)
+        {
             i += 1;
         }
-        let o_end = i + d_ours[i..].iter().take_while(|c| c.key().starts_with(&group)).count();
+        let o_end = i + d_ours[i..]
+            .iter()
+            .take_while(|c| c.key().starts_with(&group))
+            .count();
         let (o, t) = (&d_ours[i..o_end], &d_theirs[j..t_end]);
         if o.is_empty() {
             for c in t {
@@ -96,8 +111,12 @@ pub fn plan(objs: &ObjectSet, base: &ObjectId, ours: &ObjectId, theirs: &ObjectI
                     plan.add.extend(objects_in(objs, theirs, &group)?);
                 }
                 Strategy::ThreeWay => {
-                    let terms = |keys: Vec<Vec<u8>>| -> Vec<String> { keys.iter().map(|k| rdf::split_key(k)[3].to_string()).collect() };
-                    let [g, s, p, _] = rdf::split_key(&d_theirs[j].key().to_vec()).map(str::to_string);
+                    let terms = |keys: Vec<Vec<u8>>| -> Vec<String> {
+                        keys.iter()
+                            .map(|k| rdf::split_key(k)[3].to_string())
+                            .collect()
+                    };
+                    let [g, s, p, _] = rdf::split_key(d_theirs[j].key()).map(str::to_string);
                     plan.conflicts.push(MergeConflict {
                         graph: g,
                         subject: s,

@@ -48,13 +48,16 @@ impl Kind {
     }
 }
 
+/// A sealed body: (key version, nonce, ciphertext).
+pub type Sealed = (u32, Vec<u8>, Vec<u8>);
+
 /// Addresses and (optionally) seals object bodies for one namespace.
 pub trait Sealer: Send + Sync {
     /// The address of a payload of `kind`.
     fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId;
     /// Seal `body` for object `id`; returns (key version, nonce, sealed body),
     /// or `None` to store the body as it is.
-    fn seal(&self, id: &ObjectId, body: Vec<u8>) -> Result<Option<(u32, Vec<u8>, Vec<u8>)>>;
+    fn seal(&self, id: &ObjectId, body: Vec<u8>) -> Result<Option<Sealed>>;
     /// Open a body sealed under `key_version` with `nonce`.
     fn open(&self, id: &ObjectId, key_version: u32, nonce: &[u8], body: &[u8]) -> Result<Vec<u8>>;
 }
@@ -68,7 +71,7 @@ impl Sealer for Plain {
         ObjectId::hash(kind as u8, payload)
     }
 
-    fn seal(&self, _id: &ObjectId, _body: Vec<u8>) -> Result<Option<(u32, Vec<u8>, Vec<u8>)>> {
+    fn seal(&self, _id: &ObjectId, _body: Vec<u8>) -> Result<Option<Sealed>> {
         Ok(None)
     }
 
@@ -117,7 +120,12 @@ pub const HEADER_LEN: usize = 3 + 1 + 1 + 1 + 4 + 1;
 /// Unframe stored bytes, re-checking that they hash to `id`.
 ///
 /// `ns` only names the namespace in errors.
-pub fn decode(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<(Kind, Vec<u8>)> {
+pub fn decode(
+    sealer: &dyn Sealer,
+    ns: &str,
+    id: &ObjectId,
+    bytes: &[u8],
+) -> Result<(Kind, Vec<u8>)> {
     let corrupt = |reason: String| Error::CorruptObject {
         ns: ns.to_string(),
         id: *id,
@@ -127,9 +135,13 @@ pub fn decode(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Res
         return Err(corrupt("bad header magic".into()));
     }
     if bytes[3] != FORMAT_VERSION {
-        return Err(corrupt(format!("unknown object format version {}", bytes[3])));
+        return Err(corrupt(format!(
+            "unknown object format version {}",
+            bytes[3]
+        )));
     }
-    let kind = Kind::from_u8(bytes[4]).ok_or_else(|| corrupt(format!("unknown kind {}", bytes[4])))?;
+    let kind =
+        Kind::from_u8(bytes[4]).ok_or_else(|| corrupt(format!("unknown kind {}", bytes[4])))?;
     let flags = bytes[5];
     if flags & !(FLAG_ZSTD | FLAG_SEALED) != 0 {
         return Err(corrupt(format!("unknown header flags {flags:#04x}")));
@@ -145,7 +157,8 @@ pub fn decode(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Res
         body = sealer.open(id, key_version, nonce, &body)?;
     }
     if flags & FLAG_ZSTD != 0 {
-        body = zstd::stream::decode_all(&body[..]).map_err(|e| corrupt(format!("bad zstd body: {e}")))?;
+        body = zstd::stream::decode_all(&body[..])
+            .map_err(|e| corrupt(format!("bad zstd body: {e}")))?;
     }
     let actual = sealer.address(kind, &body);
     if actual != *id {
@@ -182,8 +195,13 @@ mod tests {
         let (id, mut bytes) = encode(&Plain, Kind::Commit, &payload).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        let err = decode(&Plain, "default", &id, &bytes).unwrap_err().to_string();
-        assert!(err.contains(&id.to_hex()) && err.contains("corrupt"), "{err}");
+        let err = decode(&Plain, "default", &id, &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&id.to_hex()) && err.contains("corrupt"),
+            "{err}"
+        );
     }
 
     #[test]

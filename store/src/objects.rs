@@ -59,10 +59,13 @@ impl<'a> ObjectSet<'a> {
         if let Some((_, bytes)) = self.pending.borrow().objects.get(id) {
             return object::decode(&*self.sealer, &self.ns, id, bytes);
         }
-        let bytes = self.db.get_object(&self.ns, id)?.ok_or_else(|| Error::MissingObject {
-            ns: self.ns.clone(),
-            id: *id,
-        })?;
+        let bytes = self
+            .db
+            .get_object(&self.ns, id)?
+            .ok_or_else(|| Error::MissingObject {
+                ns: self.ns.clone(),
+                id: *id,
+            })?;
         object::decode(&*self.sealer, &self.ns, id, &bytes)
     }
 
@@ -79,11 +82,13 @@ impl<'a> ObjectSet<'a> {
                 reason: format!("expected a tree node, found a {}", kind.name()),
             });
         }
-        let node = Arc::new(Node::decode(&payload).map_err(|reason| Error::CorruptObject {
-            ns: self.ns.clone(),
-            id: *id,
-            reason,
-        })?);
+        let node = Arc::new(
+            Node::decode(&payload).map_err(|reason| Error::CorruptObject {
+                ns: self.ns.clone(),
+                id: *id,
+                reason,
+            })?,
+        );
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CACHE_NODES {
             cache.clear();

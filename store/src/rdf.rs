@@ -274,7 +274,9 @@ impl Source {
             return Ok(f);
         }
         match self {
-            Source::Path(p) => Format::from_path(p).ok_or_else(|| Error::UnknownFormat(p.display().to_string())),
+            Source::Path(p) => {
+                Format::from_path(p).ok_or_else(|| Error::UnknownFormat(p.display().to_string()))
+            }
             _ => Ok(Format::NQuads),
         }
     }
@@ -290,8 +292,17 @@ impl Source {
         let name = self.name();
         match self {
             Source::Path(p) => {
-                let f = std::fs::File::open(p).map_err(|e| Error::ReadFile { path: name.clone(), source: e })?;
-                parse(std::io::BufReader::with_capacity(1 << 20, f), format, &name, blank_nodes, sink)
+                let f = std::fs::File::open(p).map_err(|e| Error::ReadFile {
+                    path: name.clone(),
+                    source: e,
+                })?;
+                parse(
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    format,
+                    &name,
+                    blank_nodes,
+                    sink,
+                )
             }
             Source::Stdin => parse(std::io::stdin().lock(), format, &name, blank_nodes, sink),
             Source::Text { text, .. } => parse(text.as_bytes(), format, &name, blank_nodes, sink),
@@ -329,7 +340,11 @@ mod tests {
 
     #[test]
     fn blank_nodes_get_import_labels() {
-        let ks = keys("_:x <http://p> _:y .\n_:y <http://p> _:x .\n", Format::NTriples).unwrap();
+        let ks = keys(
+            "_:x <http://p> _:y .\n_:y <http://p> _:x .\n",
+            Format::NTriples,
+        )
+        .unwrap();
         let [_, s, _, o] = split_key(&ks[0]);
         assert_eq!((s, o), ("_:b7_0", "_:b7_1"));
         let [_, s, _, o] = split_key(&ks[1]);
@@ -338,15 +353,22 @@ mod tests {
 
     #[test]
     fn syntax_error_names_file_and_line() {
-        let err = keys("<http://s> <http://p> <http://o> .\n<http://s> <http://p> .\n", Format::NQuads)
-            .unwrap_err()
-            .to_string();
+        let err = keys(
+            "<http://s> <http://p> <http://o> .\n<http://s> <http://p> .\n",
+            Format::NQuads,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("in.nq:2:"), "{err}");
     }
 
     #[test]
     fn turtle_and_trig() {
-        let ks = keys("@prefix e: <http://e/> . e:a e:b e:c , e:d .", Format::Turtle).unwrap();
+        let ks = keys(
+            "@prefix e: <http://e/> . e:a e:b e:c , e:d .",
+            Format::Turtle,
+        )
+        .unwrap();
         assert_eq!(ks.len(), 2);
         let ks = keys("@prefix e: <http://e/> . e:g { e:a e:b e:c }", Format::TriG).unwrap();
         assert_eq!(split_key(&ks[0])[0], "<http://e/g>");

@@ -42,7 +42,11 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
     {
         return bad("only letters, digits and . _ - / are allowed");
     }
-    if name.starts_with(['-', '/', '.']) || name.ends_with(['/', '.']) || name.contains("..") || name.contains("//") {
+    if name.starts_with(['-', '/', '.'])
+        || name.ends_with(['/', '.'])
+        || name.contains("..")
+        || name.contains("//")
+    {
         return bad("it may not start with - / or ., end with / or ., or contain .. or //");
     }
     Ok(())
@@ -56,7 +60,7 @@ pub fn resolve(objs: &ObjectSet, spec: &str) -> Result<ObjectId> {
         reference: spec.to_string(),
     };
     let (base, back) = match spec.rsplit_once('~') {
-        Some((b, n)) if n.is_empty() => (b, 1),
+        Some((b, "")) => (b, 1),
         Some((b, n)) => (b, n.parse::<usize>().map_err(|_| unknown())?),
         None => (spec, 0),
     };
@@ -74,7 +78,11 @@ pub fn resolve(objs: &ObjectSet, spec: &str) -> Result<ObjectId> {
                 return Err(Error::AmbiguousRef {
                     ns: ns.to_string(),
                     reference: spec.to_string(),
-                    candidates: found.iter().map(|i| i.short()).collect::<Vec<_>>().join(", "),
+                    candidates: found
+                        .iter()
+                        .map(|i| i.short())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })
             }
         }

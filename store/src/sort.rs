@@ -135,7 +135,9 @@ mod tests {
             s.push(format!("k{:05}", i % 1000).into_bytes()).unwrap();
         }
         let out: Vec<_> = s.finish().unwrap().map(|k| k.unwrap()).collect();
-        let want: Vec<_> = (0..1000u32).map(|i| format!("k{i:05}").into_bytes()).collect();
+        let want: Vec<_> = (0..1000u32)
+            .map(|i| format!("k{i:05}").into_bytes())
+            .collect();
         assert_eq!(out, want);
     }
 }

@@ -154,7 +154,9 @@ impl Db {
             reason: e.to_string(),
         })?;
         let format: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| Error::NotAStore {
                 path: dir.to_path_buf(),
@@ -248,7 +250,9 @@ impl Db {
 
     pub fn put_object(&self, ns: &str, id: &ObjectId, kind: Kind, data: &[u8]) -> Result<()> {
         self.conn
-            .prepare_cached("INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)",
+            )?
             .execute(params![ns, &id.0[..], kind as u8, data])?;
         Ok(())
     }
@@ -277,13 +281,24 @@ impl Db {
     }
 
     /// Commit ids of `ns` whose hex form starts with `prefix` (at most `limit`).
-    pub fn commits_with_prefix(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<ObjectId>> {
+    pub fn commits_with_prefix(
+        &self,
+        ns: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectId>> {
         // Compare on the hex text: SQLite's hex() of the id blob.
         let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM objects WHERE ns=?1 AND kind=?2 AND substr(lower(hex(id)), 1, ?3) = ?4 LIMIT ?5",
         )?;
         let rows = stmt.query_map(
-            params![ns, Kind::Commit as u8, prefix.len() as i64, prefix, limit as i64],
+            params![
+                ns,
+                Kind::Commit as u8,
+                prefix.len() as i64,
+                prefix,
+                limit as i64
+            ],
             |r| r.get::<_, Vec<u8>>(0),
         )?;
         let mut out = Vec::new();
@@ -356,9 +371,9 @@ impl Db {
 
     /// All refs of `ns` whose full name starts with `prefix`, by name.
     pub fn refs(&self, ns: &str, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, target FROM refs WHERE ns=?1 AND substr(name, 1, ?2)=?3 ORDER BY name")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, target FROM refs WHERE ns=?1 AND substr(name, 1, ?2)=?3 ORDER BY name",
+        )?;
         let rows = stmt.query_map(params![ns, prefix.len() as i64, prefix], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
@@ -417,7 +432,10 @@ impl Db {
             .conn
             .prepare_cached("SELECT old, new FROM reflog WHERE ns=?1")?;
         let rows = stmt.query_map([ns], |r| {
-            Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            Ok((
+                r.get::<_, Option<Vec<u8>>>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -436,8 +454,12 @@ impl Db {
         let rows = stmt.query_map([ns, name], |r| {
             Ok(ReflogEntry {
                 seq: r.get(0)?,
-                old: r.get::<_, Option<Vec<u8>>>(1)?.and_then(|v| ObjectId::from_slice(&v)),
-                new: r.get::<_, Option<Vec<u8>>>(2)?.and_then(|v| ObjectId::from_slice(&v)),
+                old: r
+                    .get::<_, Option<Vec<u8>>>(1)?
+                    .and_then(|v| ObjectId::from_slice(&v)),
+                new: r
+                    .get::<_, Option<Vec<u8>>>(2)?
+                    .and_then(|v| ObjectId::from_slice(&v)),
                 time: r.get(3)?,
                 actor: r.get(4)?,
                 message: r.get(5)?,

@@ -139,7 +139,15 @@ impl Store {
             db.insert_namespace(ns, &now, DEFAULT_BRANCH)?;
             objs.flush()?;
             db.set_ref(ns, &branch, &id)?;
-            db.append_reflog(ns, &branch, None, Some(&id), &now, &self.actor, "namespace created")?;
+            db.append_reflog(
+                ns,
+                &branch,
+                None,
+                Some(&id),
+                &now,
+                &self.actor,
+                "namespace created",
+            )?;
             audit::append(db, &Event::new(&self.actor, "ns.create").ns(ns).target(ns))?;
             Ok(())
         })?;
@@ -178,7 +186,11 @@ impl Store {
     /// A store-unique tag for one import's blank nodes.
     pub fn next_import_tag(&self) -> Result<String> {
         self.db.write(|db| {
-            let n: u64 = db.meta("imports")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
+            let n: u64 = db
+                .meta("imports")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+                + 1;
             db.set_meta("imports", &n.to_string())?;
             Ok(n.to_string())
         })
@@ -207,13 +219,25 @@ impl Store {
                 return Err(Error::Conflict {
                     ns: ns.to_string(),
                     branch: refname.trim_start_matches(refs::HEADS).to_string(),
-                    expected: expected.map(|e| e.short()).unwrap_or_else(|| "nothing".into()),
-                    actual: actual.map(|e| e.short()).unwrap_or_else(|| "nothing (deleted)".into()),
+                    expected: expected
+                        .map(|e| e.short())
+                        .unwrap_or_else(|| "nothing".into()),
+                    actual: actual
+                        .map(|e| e.short())
+                        .unwrap_or_else(|| "nothing (deleted)".into()),
                 });
             }
             let written = objs.flush()?;
             db.set_ref(ns, refname, &new)?;
-            db.append_reflog(ns, refname, expected.as_ref(), Some(&new), &clock::now(), &self.actor, reflog_message)?;
+            db.append_reflog(
+                ns,
+                refname,
+                expected.as_ref(),
+                Some(&new),
+                &clock::now(),
+                &self.actor,
+                reflog_message,
+            )?;
             audit::append(db, event)?;
             Ok(written)
         })
@@ -222,7 +246,13 @@ impl Store {
     /// Run a hook. A failing or timed-out `pre-*` hook becomes
     /// [`Error::HookRejected`] (and is audited); a failing `post-*` hook is
     /// audited and returned for the caller to report.
-    pub fn run_hook(&self, hook: Hook, ns: &str, operation: &'static str, payload: &serde_json::Value) -> Result<Option<HookRun>> {
+    pub fn run_hook(
+        &self,
+        hook: Hook,
+        ns: &str,
+        operation: &'static str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<HookRun>> {
         let Some(run) = self.hooks.run(hook, ns, payload)? else {
             return Ok(None);
         };

@@ -79,7 +79,11 @@ impl Node {
         put_varint(&mut out, self.keys.len() as u64);
         let mut prev: &[u8] = &[];
         for (i, key) in self.keys.iter().enumerate() {
-            let shared = prev.iter().zip(key.iter()).take_while(|(a, b)| a == b).count();
+            let shared = prev
+                .iter()
+                .zip(key.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
             put_varint(&mut out, shared as u64);
             put_varint(&mut out, (key.len() - shared) as u64);
             out.extend_from_slice(&key[shared..]);
@@ -281,8 +285,7 @@ impl<'o, 'a> Builder<'o, 'a> {
 
     fn push_at(&mut self, i: usize, key: Vec<u8>, child: Option<Child>) -> Result<()> {
         if self.levels.len() == i {
-            self.levels
-                .push((Chunker::new(self.base + i as u8), 0));
+            self.levels.push((Chunker::new(self.base + i as u8), 0));
         }
         if let Some(node) = self.levels[i].0.push(key, child) {
             self.levels[i].1 += 1;
@@ -336,7 +339,10 @@ impl<'o, 'a> Cursor<'o, 'a> {
         let mut stack = Vec::new();
         let mut node = root.clone();
         while node.level > level {
-            let idx = node.keys.partition_point(|k| k.as_slice() <= key).saturating_sub(1);
+            let idx = node
+                .keys
+                .partition_point(|k| k.as_slice() <= key)
+                .saturating_sub(1);
             let child = objs.node(&node.children[idx].id)?;
             stack.push((node, idx));
             node = child;
@@ -397,7 +403,12 @@ struct Edit {
 }
 
 /// Apply sorted edits to one level; returns the edits this makes to the level above.
-fn rewrite_level(objs: &ObjectSet, root: &Arc<Node>, level: u8, edits: &[Edit]) -> Result<Vec<Edit>> {
+fn rewrite_level(
+    objs: &ObjectSet,
+    root: &Arc<Node>,
+    level: u8,
+    edits: &[Edit],
+) -> Result<Vec<Edit>> {
     let mut up: Vec<Edit> = Vec::new();
     let mut i = 0;
     while i < edits.len() {
@@ -465,7 +476,11 @@ fn rewrite_level(objs: &ObjectSet, root: &Arc<Node>, level: u8, edits: &[Edit]) 
         }
     }
     // A deleted first key may come back as a new node's first key: the insert wins.
-    up.sort_by(|a, b| a.key.cmp(&b.key).then(a.value.is_some().cmp(&b.value.is_some())));
+    up.sort_by(|a, b| {
+        a.key
+            .cmp(&b.key)
+            .then(a.value.is_some().cmp(&b.value.is_some()))
+    });
     let mut merged: Vec<Edit> = Vec::with_capacity(up.len());
     for e in up {
         match merged.last_mut() {
@@ -478,7 +493,12 @@ fn rewrite_level(objs: &ObjectSet, root: &Arc<Node>, level: u8, edits: &[Edit]) 
 
 /// Apply additions and removals (each sorted, unique) to the tree at `root`.
 /// Removing an absent key or adding a present one is a no-op.
-pub fn apply(objs: &ObjectSet, root: ObjectId, add: &[Vec<u8>], remove: &[Vec<u8>]) -> Result<ObjectId> {
+pub fn apply(
+    objs: &ObjectSet,
+    root: ObjectId,
+    add: &[Vec<u8>],
+    remove: &[Vec<u8>],
+) -> Result<ObjectId> {
     let mut edits: Vec<Edit> = Vec::with_capacity(add.len() + remove.len());
     let (mut a, mut r) = (0, 0);
     while a < add.len() || r < remove.len() {
@@ -658,20 +678,28 @@ impl<'o, 'a> Diff<'o, 'a> {
                         self.b.pop();
                     }
                     Ordering::Less => {
-                        let Some(Item::Key(k)) = self.a.pop() else { unreachable!() };
+                        let Some(Item::Key(k)) = self.a.pop() else {
+                            unreachable!()
+                        };
                         return Ok(Some(Change::Removed(k)));
                     }
                     Ordering::Greater => {
-                        let Some(Item::Key(k)) = self.b.pop() else { unreachable!() };
+                        let Some(Item::Key(k)) = self.b.pop() else {
+                            unreachable!()
+                        };
                         return Ok(Some(Change::Added(k)));
                     }
                 },
                 (Some(Item::Key(_)), None) => {
-                    let Some(Item::Key(k)) = self.a.pop() else { unreachable!() };
+                    let Some(Item::Key(k)) = self.a.pop() else {
+                        unreachable!()
+                    };
                     return Ok(Some(Change::Removed(k)));
                 }
                 (None, Some(Item::Key(_))) => {
-                    let Some(Item::Key(k)) = self.b.pop() else { unreachable!() };
+                    let Some(Item::Key(k)) = self.b.pop() else {
+                        unreachable!()
+                    };
                     return Ok(Some(Change::Added(k)));
                 }
             }
@@ -688,7 +716,11 @@ impl Iterator for Diff<'_, '_> {
 }
 
 /// Every object id reachable from `root` (the root included).
-pub fn reachable(objs: &ObjectSet, root: &ObjectId, out: &mut std::collections::HashSet<ObjectId>) -> Result<()> {
+pub fn reachable(
+    objs: &ObjectSet,
+    root: &ObjectId,
+    out: &mut std::collections::HashSet<ObjectId>,
+) -> Result<()> {
     if !out.insert(*root) {
         return Ok(());
     }
@@ -717,7 +749,10 @@ mod tests {
     }
 
     fn all(objs: &ObjectSet, root: &ObjectId) -> Vec<Vec<u8>> {
-        Scan::new(objs, root, b"").unwrap().map(|k| k.unwrap()).collect()
+        Scan::new(objs, root, b"")
+            .unwrap()
+            .map(|k| k.unwrap())
+            .collect()
     }
 
     #[test]
@@ -789,7 +824,11 @@ mod tests {
                     set.remove(k);
                 }
                 set.extend(add);
-                assert_eq!(root, build(objs, set.iter().cloned()).unwrap(), "round {round}");
+                assert_eq!(
+                    root,
+                    build(objs, set.iter().cloned()).unwrap(),
+                    "round {round}"
+                );
             }
             assert_eq!(all(objs, &root), set.iter().cloned().collect::<Vec<_>>());
         });
@@ -803,7 +842,10 @@ mod tests {
             let add = vec![key(5000), key(6000)];
             let rem = vec![key(10), key(3999)];
             let b = apply(objs, a, &add, &rem).unwrap();
-            let changes: Vec<_> = Diff::new(objs, &a, &b).unwrap().map(|c| c.unwrap()).collect();
+            let changes: Vec<_> = Diff::new(objs, &a, &b)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
             assert_eq!(
                 changes,
                 vec![

@@ -25,7 +25,13 @@ struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
     /// Seconds a hook may run before it is killed.
-    #[arg(long, global = true, env = "QG_HOOK_TIMEOUT", default_value_t = 60, value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "QG_HOOK_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
     hook_timeout: u64,
     #[command(subcommand)]
     command: Command,
@@ -108,7 +114,10 @@ enum Command {
         delete: Option<String>,
     },
     /// List tags, or create tag NAME at REF (default: the default branch).
-    Tag { name: Option<String>, reference: Option<String> },
+    Tag {
+        name: Option<String>,
+        reference: Option<String>,
+    },
     /// Three-way merge of SOURCE into a branch.
     Merge {
         source: String,
@@ -180,14 +189,17 @@ enum AuditCommand {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    Format::from_name(s).ok_or_else(|| format!("unknown format `{s}` (nquads, ntriples, trig, turtle)"))
+    Format::from_name(s)
+        .ok_or_else(|| format!("unknown format `{s}` (nquads, ntriples, trig, turtle)"))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    Strategy::from_name(s).ok_or_else(|| format!("unknown strategy `{s}` (three-way, ours, theirs)"))
+    Strategy::from_name(s)
+        .ok_or_else(|| format!("unknown strategy `{s}` (three-way, ours, theirs)"))
 }
 
 fn main() -> ExitCode {
+    cli::default_sigpipe();
     let cli = Cli::parse();
     cli::init_logging(cli.global.log_format);
     let code = match run(&cli) {
@@ -214,9 +226,14 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Init => {
             let store = Store::init(&g.data)?;
             if g.json {
-                cli::print_json(&serde_json::json!({"data": g.data, "store_id": store.id()?, "namespace": "default"}))?;
+                cli::print_json(
+                    &serde_json::json!({"data": g.data, "store_id": store.id()?, "namespace": "default"}),
+                )?;
             } else {
-                println!("Initialized QuadGit store in {} (namespace `default`, branch `main`)", g.data.display());
+                println!(
+                    "Initialized QuadGit store in {} (namespace `default`, branch `main`)",
+                    g.data.display()
+                );
             }
         }
         Command::Ns(cmd) => {
@@ -351,7 +368,11 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                         let ps: Vec<_> = e.commit.parents.iter().map(|p| p.short()).collect();
                         writeln!(o, "Merge:  {}", ps.join(" "))?;
                     }
-                    writeln!(o, "Author: {}\nDate:   {}\nQuads:  {}\n", e.commit.author, e.commit.time, e.commit.quads)?;
+                    writeln!(
+                        o,
+                        "Author: {}\nDate:   {}\nQuads:  {}\n",
+                        e.commit.author, e.commit.time, e.commit.quads
+                    )?;
                     for line in e.commit.message.lines() {
                         writeln!(o, "    {line}")?;
                     }
@@ -361,7 +382,13 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Show { reference } => {
             let store = open(cli)?;
-            let r = log::show(&store, &log::ShowOptions { ns, reference: reference.clone() })?;
+            let r = log::show(
+                &store,
+                &log::ShowOptions {
+                    ns,
+                    reference: reference.clone(),
+                },
+            )?;
             if g.json {
                 cli::print_json(&r)?;
             } else {
@@ -371,7 +398,10 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                 for p in &c.parents {
                     println!("Parent:  {p}");
                 }
-                println!("Author:  {}\nDate:    {}\nQuads:   {} (+{} -{})\n", c.author, c.time, c.quads, r.added, r.removed);
+                println!(
+                    "Author:  {}\nDate:    {}\nQuads:   {} (+{} -{})\n",
+                    c.author, c.time, c.quads, r.added, r.removed
+                );
                 for line in c.message.lines() {
                     println!("    {line}");
                 }
@@ -399,13 +429,19 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     return Ok(());
                 }
                 line.clear();
-                line.extend_from_slice(if matches!(c, Change::Added(_)) { b"+ " } else { b"- " });
+                line.extend_from_slice(if matches!(c, Change::Added(_)) {
+                    b"+ "
+                } else {
+                    b"- "
+                });
                 rdf::nquad_line(c.key(), &mut line);
                 o.write_all(&line)?;
                 Ok(())
             })?;
             if g.json {
-                cli::print_json(&serde_json::json!({"stat": s, "changes": if *stat { None } else { Some(changes) }}))?;
+                cli::print_json(
+                    &serde_json::json!({"stat": s, "changes": if *stat { None } else { Some(changes) }}),
+                )?;
             } else if *stat {
                 writeln!(o, "{} added, {} removed", s.added, s.removed)?;
             }
@@ -432,7 +468,12 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     cli::print_json(&list)?;
                 } else {
                     for b in list {
-                        println!("{} {} {}", if b.default { "*" } else { " " }, b.name, b.target.short());
+                        println!(
+                            "{} {} {}",
+                            if b.default { "*" } else { " " },
+                            b.name,
+                            b.target.short()
+                        );
                     }
                 }
             }
@@ -484,7 +525,13 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                         match r.kind {
                             merge::MergeKind::UpToDate => println!("Already up to date."),
                             merge::MergeKind::FastForward => {
-                                println!("Fast-forward {} to {} (+{} -{})", r.into, r.commit.short(), r.added, r.removed)
+                                println!(
+                                    "Fast-forward {} to {} (+{} -{})",
+                                    r.into,
+                                    r.commit.short(),
+                                    r.added,
+                                    r.removed
+                                )
                             }
                             merge::MergeKind::Merged => println!(
                                 "Merged {} into {}: {} (+{} -{}{})",
@@ -494,7 +541,10 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                                 r.added,
                                 r.removed,
                                 if r.resolved_conflicts > 0 {
-                                    format!(", {} conflicts resolved by strategy", r.resolved_conflicts)
+                                    format!(
+                                        ", {} conflicts resolved by strategy",
+                                        r.resolved_conflicts
+                                    )
                                 } else {
                                     String::new()
                                 }
@@ -511,7 +561,11 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                         cli::print_json(&serde_json::json!({"conflicts": conflicts}))?;
                     } else {
                         for c in &conflicts {
-                            let graph = if c.graph.is_empty() { "default graph".to_string() } else { c.graph.clone() };
+                            let graph = if c.graph.is_empty() {
+                                "default graph".to_string()
+                            } else {
+                                c.graph.clone()
+                            };
                             println!(
                                 "CONFLICT {} {} in {}: base [{}] ours [{}] theirs [{}]",
                                 c.subject,
@@ -576,7 +630,11 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Fsck => {
             let store = open(cli)?;
-            let r = fsck::fsck(&store, &fsck::FsckOptions { ns: None }, &cli::Bars::default())?;
+            let r = fsck::fsck(
+                &store,
+                &fsck::FsckOptions { ns: None },
+                &cli::Bars::default(),
+            )?;
             if g.json {
                 cli::print_json(&r)?;
             } else {

@@ -26,10 +26,22 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  1  the operation
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Data directory of the store.
-    #[arg(long, global = true, env = "QG_DATA", default_value = "./qg-data", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "QG_DATA",
+        default_value = "./qg-data",
+        value_name = "DIR"
+    )]
     pub data: PathBuf,
     /// Namespace to work in.
-    #[arg(long, global = true, env = "QG_NS", default_value = "default", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "QG_NS",
+        default_value = "default",
+        value_name = "NAME"
+    )]
     pub ns: String,
     /// Print results as JSON on stdout.
     #[arg(long, global = true)]
@@ -61,8 +73,19 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
+}
+
+/// Die quietly on a closed stdout (`qg export | head`), as Unix filters do,
+/// instead of panicking on a failed print.
+pub fn default_sigpipe() {
+    // SAFETY: resetting a signal disposition at startup, before any threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// The exit code for an error.
@@ -115,12 +138,15 @@ impl Progress for Bars {
     fn start(&self, what: &str, total: Option<u64>) {
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{msg:>12} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:>12} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{msg:>12} {spinner} {human_pos} ({per_sec})").expect("valid template"),
+                ProgressStyle::with_template("{msg:>12} {spinner} {human_pos} ({per_sec})")
+                    .expect("valid template"),
             ),
         };
         if !self.visible {

@@ -42,7 +42,13 @@ pub fn tags(store: &Store, ns: &str) -> Result<Vec<RefInfo>> {
     list(store, ns, refs::TAGS)
 }
 
-fn create(store: &Store, ns: &str, what: &'static str, name: &str, from: Option<&str>) -> Result<RefInfo> {
+fn create(
+    store: &Store,
+    ns: &str,
+    what: &'static str,
+    name: &str,
+    from: Option<&str>,
+) -> Result<RefInfo> {
     refs::validate_name(what, name)?;
     let objs = store.objects(ns)?;
     let from = match from {
@@ -62,7 +68,15 @@ fn create(store: &Store, ns: &str, what: &'static str, name: &str, from: Option<
         .ns(ns)
         .target(refname.clone())
         .detail(serde_json::json!({ "target": target, "from": from }));
-    store.land(&objs, &refname, None, target, &format!("{what} created from {from}"), &event)
+    store
+        .land(
+            &objs,
+            &refname,
+            None,
+            target,
+            &format!("{what} created from {from}"),
+            &event,
+        )
         .map_err(|e| match e {
             Error::Conflict { .. } => exists,
             e => e,
@@ -98,7 +112,15 @@ pub fn delete_branch(store: &Store, ns: &str, name: &str) -> Result<ObjectId> {
             });
         };
         db.delete_ref(ns, &refname)?;
-        db.append_reflog(ns, &refname, Some(&target), None, &crate::clock::now(), store.actor(), "branch deleted")?;
+        db.append_reflog(
+            ns,
+            &refname,
+            Some(&target),
+            None,
+            &crate::clock::now(),
+            store.actor(),
+            "branch deleted",
+        )?;
         crate::audit::append(
             db,
             &Event::new(store.actor(), "branch.delete")

@@ -67,7 +67,11 @@ pub struct BulkLoadResult {
     pub bytes_written: u64,
 }
 
-pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress) -> Result<BulkLoadResult> {
+pub fn bulk_load(
+    store: &Store,
+    opts: &BulkLoadOptions,
+    progress: &dyn Progress,
+) -> Result<BulkLoadResult> {
     let ns = opts.ns.as_str();
     let objs = store.objects(ns)?;
     let branch = match &opts.branch {
@@ -76,10 +80,13 @@ pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress)
     };
     refs::validate_name("branch", &branch)?;
     let refname = refs::branch(&branch);
-    let parent = store.db().get_ref(ns, &refname)?.ok_or_else(|| Error::UnknownRef {
-        ns: ns.to_string(),
-        reference: branch.clone(),
-    })?;
+    let parent = store
+        .db()
+        .get_ref(ns, &refname)?
+        .ok_or_else(|| Error::UnknownRef {
+            ns: ns.to_string(),
+            reference: branch.clone(),
+        })?;
     let parent_commit = Commit::load(&objs, &parent)?;
 
     // 1. parse and sort (nothing is written if the input is malformed)
@@ -98,7 +105,9 @@ pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress)
     progress.finish();
 
     // 2. merge with the branch's quads and build bottom-up, writing in batches
-    let lease = store.db().write(|db| db.take_lease(&format!("bulk-load {ns}/{branch}"), &clock::now()))?;
+    let lease = store
+        .db()
+        .write(|db| db.take_lease(&format!("bulk-load {ns}/{branch}"), &clock::now()))?;
     let result = (|| {
         progress.start("building", Some(read));
         let mut builder = Builder::new(&objs);
@@ -143,7 +152,10 @@ pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress)
         let tree = builder.finish()?;
         progress.finish();
         let added = quads - parent_commit.quads;
-        let author = opts.author.clone().unwrap_or_else(|| store.actor().to_string());
+        let author = opts
+            .author
+            .clone()
+            .unwrap_or_else(|| store.actor().to_string());
         let commit = Commit {
             tree,
             parents: vec![parent],
@@ -160,7 +172,12 @@ pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress)
             "author": author, "message": opts.message, "added_count": added, "removed_count": 0,
             "added": null, "removed": "", "added_file": opts.source.name(), "removed_file": null,
         });
-        store.run_hook(Hook::PreCommit, ns, "bulk-load", &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})))?;
+        store.run_hook(
+            Hook::PreCommit,
+            ns,
+            "bulk-load",
+            &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})),
+        )?;
         let event = Event::new(store.actor(), "commit")
             .ns(ns)
             .target(refname.clone())
@@ -168,9 +185,21 @@ pub fn bulk_load(store: &Store, opts: &BulkLoadOptions, progress: &dyn Progress)
                 "commit": id, "parent": parent, "author": author, "added": added, "removed": 0,
                 "message": opts.message, "bulk_load": true, "read": read,
             }));
-        let (n, b) = store.land(&objs, &refname, Some(parent), id, &format!("bulk-load: {}", super::commit::first_line(&opts.message)), &event)?;
+        let (n, b) = store.land(
+            &objs,
+            &refname,
+            Some(parent),
+            id,
+            &format!("bulk-load: {}", super::commit::first_line(&opts.message)),
+            &event,
+        )?;
         for hook in [Hook::PostCommit, Hook::PostReceive] {
-            store.run_hook(hook, ns, "bulk-load", &super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()})))?;
+            store.run_hook(
+                hook,
+                ns,
+                "bulk-load",
+                &super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()})),
+            )?;
         }
         Ok(BulkLoadResult {
             ns: ns.to_string(),

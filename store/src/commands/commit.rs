@@ -51,7 +51,12 @@ pub struct CommitResult {
 }
 
 /// Parse every source fully first, so bad input changes nothing.
-fn read_keys(store: &Store, sources: &[Source], format: Option<Format>, relabel: bool) -> Result<Vec<Vec<u8>>> {
+fn read_keys(
+    store: &Store,
+    sources: &[Source],
+    format: Option<Format>,
+    relabel: bool,
+) -> Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
     let tag = if relabel && !sources.is_empty() {
         Some(store.next_import_tag()?)
@@ -100,13 +105,20 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
     let remove = read_keys(store, &opts.remove, opts.format, false)?;
     let parent_commit = Commit::load(&objs, &parent)?;
     let new_tree = tree::apply(&objs, parent_commit.tree, &add, &remove)?;
-    let changes: Vec<Change> = Diff::new(&objs, &parent_commit.tree, &new_tree)?.collect::<Result<_>>()?;
+    let changes: Vec<Change> =
+        Diff::new(&objs, &parent_commit.tree, &new_tree)?.collect::<Result<_>>()?;
     if changes.is_empty() && !opts.allow_empty {
         return Err(Error::EmptyCommit(branch));
     }
-    let added = changes.iter().filter(|c| matches!(c, Change::Added(_))).count() as u64;
+    let added = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Added(_)))
+        .count() as u64;
     let removed = changes.len() as u64 - added;
-    let author = opts.author.clone().unwrap_or_else(|| store.actor().to_string());
+    let author = opts
+        .author
+        .clone()
+        .unwrap_or_else(|| store.actor().to_string());
     let commit = Commit {
         tree: new_tree,
         parents: vec![parent],
@@ -130,7 +142,12 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
         }),
         change_doc,
     );
-    store.run_hook(Hook::PreCommit, ns, "commit", &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})))?;
+    store.run_hook(
+        Hook::PreCommit,
+        ns,
+        "commit",
+        &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})),
+    )?;
 
     let event = Event::new(store.actor(), "commit")
         .ns(ns)
@@ -139,15 +156,25 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
             "commit": id, "parent": parent, "author": author,
             "added": added, "removed": removed, "message": opts.message,
         }));
-    let (objects_written, bytes_written) =
-        store.land(&objs, &refname, Some(parent), id, &format!("commit: {}", first_line(&opts.message)), &event)?;
+    let (objects_written, bytes_written) = store.land(
+        &objs,
+        &refname,
+        Some(parent),
+        id,
+        &format!("commit: {}", first_line(&opts.message)),
+        &event,
+    )?;
 
     let mut hook_warnings = Vec::new();
     for hook in [Hook::PostCommit, Hook::PostReceive] {
         let doc = super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()}));
         if let Some(run) = store.run_hook(hook, ns, "commit", &doc)? {
             if !run.ok() {
-                hook_warnings.push(format!("{} hook failed: {}", hook.file_name(), run.failure(store.hooks().timeout)));
+                hook_warnings.push(format!(
+                    "{} hook failed: {}",
+                    hook.file_name(),
+                    run.failure(store.hooks().timeout)
+                ));
             }
         }
     }

@@ -26,7 +26,11 @@ pub struct DiffStat {
 }
 
 /// Stream the changes from `from` to `to` (in key order) into `sink`.
-pub fn diff(store: &Store, opts: &DiffOptions, mut sink: impl FnMut(&Change) -> Result<()>) -> Result<DiffStat> {
+pub fn diff(
+    store: &Store,
+    opts: &DiffOptions,
+    mut sink: impl FnMut(&Change) -> Result<()>,
+) -> Result<DiffStat> {
     let objs = store.objects(&opts.ns)?;
     let a = refs::resolve(&objs, &opts.from)?;
     let b = refs::resolve(&objs, &opts.to)?;

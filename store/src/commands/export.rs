@@ -73,5 +73,8 @@ pub fn export(store: &Store, opts: &ExportOptions, out: &mut dyn Write) -> Resul
             ser.finish()?;
         }
     }
-    Ok(ExportResult { commit: id, quads: n })
+    Ok(ExportResult {
+        commit: id,
+        quads: n,
+    })
 }

@@ -79,7 +79,12 @@ pub fn fsck(store: &Store, opts: &FsckOptions, progress: &dyn Progress) -> Resul
     })
 }
 
-fn check_namespace(store: &Store, ns: &str, report: &mut FsckReport, progress: &dyn Progress) -> Result<()> {
+fn check_namespace(
+    store: &Store,
+    ns: &str,
+    report: &mut FsckReport,
+    progress: &dyn Progress,
+) -> Result<()> {
     let objs = ObjectSet::new(store.db(), ns);
     let problem = |report: &mut FsckReport, object: Option<ObjectId>, what: String| {
         report.problems.push(Problem {
@@ -95,9 +100,11 @@ fn check_namespace(store: &Store, ns: &str, report: &mut FsckReport, progress: &
         report.objects += 1;
         progress.inc(1);
         match objs.get(id) {
-            Ok((k, _)) if k as u8 != *kind => {
-                problem(report, Some(*id), format!("stored as kind {kind} but is a {}", k.name()))
-            }
+            Ok((k, _)) if k as u8 != *kind => problem(
+                report,
+                Some(*id),
+                format!("stored as kind {kind} but is a {}", k.name()),
+            ),
             Ok((Kind::Node, payload)) => {
                 if let Err(e) = crate::tree::Node::decode(&payload) {
                     problem(report, Some(*id), format!("bad tree node: {e}"))
@@ -122,7 +129,11 @@ fn check_namespace(store: &Store, ns: &str, report: &mut FsckReport, progress: &
             let commit = match Commit::load(&objs, &id) {
                 Ok(c) => c,
                 Err(e) => {
-                    problem(report, Some(id), format!("{} (reached from ref {name})", strip(&e, &id)));
+                    problem(
+                        report,
+                        Some(id),
+                        format!("{} (reached from ref {name})", strip(&e, &id)),
+                    );
                     continue;
                 }
             };
@@ -130,10 +141,17 @@ fn check_namespace(store: &Store, ns: &str, report: &mut FsckReport, progress: &
                 Ok(Some(count)) if count != commit.quads => problem(
                     report,
                     Some(id),
-                    format!("commit says {} quads but its tree holds {count}", commit.quads),
+                    format!(
+                        "commit says {} quads but its tree holds {count}",
+                        commit.quads
+                    ),
                 ),
                 Ok(_) => {}
-                Err((bad, what)) => problem(report, Some(bad), format!("{what} (in the tree of commit {id}, ref {name})")),
+                Err((bad, what)) => problem(
+                    report,
+                    Some(bad),
+                    format!("{what} (in the tree of commit {id}, ref {name})"),
+                ),
             }
             stack.extend(commit.parents);
         }
@@ -154,18 +172,32 @@ fn check_tree(
     let node = objs.node(id).map_err(|e| (*id, strip(&e, id)))?;
     if let Some(l) = expect_level {
         if node.level != l {
-            return Err((*id, format!("node is at level {} where level {l} belongs", node.level)));
+            return Err((
+                *id,
+                format!("node is at level {} where level {l} belongs", node.level),
+            ));
         }
     }
     for (i, child) in node.children.iter().enumerate() {
         if let Some(count) = check_tree(objs, &child.id, Some(node.level - 1), seen)? {
             if count != child.count {
-                return Err((*id, format!("child {} holds {count} keys, parent says {}", child.id, child.count)));
+                return Err((
+                    *id,
+                    format!(
+                        "child {} holds {count} keys, parent says {}",
+                        child.id, child.count
+                    ),
+                ));
             }
         }
-        let first = objs.node(&child.id).map_err(|e| (child.id, strip(&e, &child.id)))?;
+        let first = objs
+            .node(&child.id)
+            .map_err(|e| (child.id, strip(&e, &child.id)))?;
         if first.keys.first() != Some(&node.keys[i]) {
-            return Err((*id, format!("entry {i} does not carry its child's first key")));
+            return Err((
+                *id,
+                format!("entry {i} does not carry its child's first key"),
+            ));
         }
     }
     seen.insert(*id);

@@ -28,7 +28,10 @@ pub struct GcReport {
 }
 
 /// Everything reachable in `ns` from refs and reflog entries.
-pub fn reachable(objs: &ObjectSet, roots: impl IntoIterator<Item = ObjectId>) -> Result<HashSet<ObjectId>> {
+pub fn reachable(
+    objs: &ObjectSet,
+    roots: impl IntoIterator<Item = ObjectId>,
+) -> Result<HashSet<ObjectId>> {
     let mut live = HashSet::new();
     let mut stack: Vec<ObjectId> = roots.into_iter().collect();
     while let Some(id) = stack.pop() {

@@ -61,13 +61,19 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
         None => store.default_branch(ns)?,
     };
     let refname = refs::branch(&into);
-    let ours = store.db().get_ref(ns, &refname)?.ok_or_else(|| Error::UnknownRef {
-        ns: ns.to_string(),
-        reference: into.clone(),
-    })?;
+    let ours = store
+        .db()
+        .get_ref(ns, &refname)?
+        .ok_or_else(|| Error::UnknownRef {
+            ns: ns.to_string(),
+            reference: into.clone(),
+        })?;
     let theirs = refs::resolve(&objs, &opts.source)?;
     let base = commits::merge_base(&objs, &ours, &theirs)?;
-    let author = opts.author.clone().unwrap_or_else(|| store.actor().to_string());
+    let author = opts
+        .author
+        .clone()
+        .unwrap_or_else(|| store.actor().to_string());
     let mut result = MergeResult {
         ns: ns.to_string(),
         into: into.clone(),
@@ -91,14 +97,22 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
             Some(b) => Commit::load(&objs, &b)?.tree,
             None => tree::empty(&objs)?,
         };
-        let p = plan(&objs, &base_tree, &ours_c.tree, &theirs_c.tree, opts.strategy)?;
+        let p = plan(
+            &objs,
+            &base_tree,
+            &ours_c.tree,
+            &theirs_c.tree,
+            opts.strategy,
+        )?;
         if !p.conflicts.is_empty() {
             store.record(
                 &Event::new(store.actor(), "merge")
                     .ns(ns)
                     .target(refname.clone())
                     .outcome(Outcome::Failure)
-                    .detail(serde_json::json!({"source": opts.source, "conflicts": p.conflicts.len()})),
+                    .detail(
+                        serde_json::json!({"source": opts.source, "conflicts": p.conflicts.len()}),
+                    ),
             )?;
             return Err(Error::MergeConflict {
                 source_ref: opts.source.clone(),
@@ -110,7 +124,15 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
         let resolved = if opts.strategy == Strategy::ThreeWay {
             0
         } else {
-            plan(&objs, &base_tree, &ours_c.tree, &theirs_c.tree, Strategy::ThreeWay)?.conflicts.len() as u64
+            plan(
+                &objs,
+                &base_tree,
+                &ours_c.tree,
+                &theirs_c.tree,
+                Strategy::ThreeWay,
+            )?
+            .conflicts
+            .len() as u64
         };
         let new_tree = tree::apply(&objs, ours_c.tree, &p.add, &p.remove)?;
         let message = opts
@@ -130,7 +152,10 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
     };
     let changes: Vec<Change> = Diff::new(&objs, &ours_c.tree, &new_tree)?.collect::<Result<_>>()?;
     let (change_doc, _files) = super::hook_changes(&changes)?;
-    result.added = changes.iter().filter(|c| matches!(c, Change::Added(_))).count() as u64;
+    result.added = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Added(_)))
+        .count() as u64;
     result.removed = changes.len() as u64 - result.added;
     let doc = super::extend(
         serde_json::json!({
@@ -140,7 +165,12 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
         }),
         change_doc,
     );
-    store.run_hook(Hook::PreMerge, ns, "merge", &super::extend(doc.clone(), serde_json::json!({"hook": "pre-merge"})))?;
+    store.run_hook(
+        Hook::PreMerge,
+        ns,
+        "merge",
+        &super::extend(doc.clone(), serde_json::json!({"hook": "pre-merge"})),
+    )?;
     let event = Event::new(store.actor(), "merge")
         .ns(ns)
         .target(refname.clone())
@@ -148,14 +178,23 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
             "source": opts.source, "theirs": theirs, "ours": ours, "commit": new_id, "kind": kind,
             "strategy": opts.strategy, "added": result.added, "removed": result.removed,
         }));
-    store.land(&objs, &refname, Some(ours), new_id, &format!("merge {}: {:?}", opts.source, kind), &event)?;
+    store.land(
+        &objs,
+        &refname,
+        Some(ours),
+        new_id,
+        &format!("merge {}: {:?}", opts.source, kind),
+        &event,
+    )?;
     for hook in [Hook::PostMerge, Hook::PostReceive] {
         let doc = super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()}));
         if let Some(run) = store.run_hook(hook, ns, "merge", &doc)? {
             if !run.ok() {
-                result
-                    .hook_warnings
-                    .push(format!("{} hook failed: {}", hook.file_name(), run.failure(store.hooks().timeout)));
+                result.hook_warnings.push(format!(
+                    "{} hook failed: {}",
+                    hook.file_name(),
+                    run.failure(store.hooks().timeout)
+                ));
             }
         }
     }

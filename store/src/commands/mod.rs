@@ -21,7 +21,9 @@ const HOOK_INLINE_QUADS: usize = 10_000;
 
 /// The added/removed part of a hook document. The returned temp files must
 /// live until the hook has run.
-pub(crate) fn hook_changes(changes: &[Change]) -> Result<(serde_json::Value, Vec<tempfile::NamedTempFile>)> {
+pub(crate) fn hook_changes(
+    changes: &[Change],
+) -> Result<(serde_json::Value, Vec<tempfile::NamedTempFile>)> {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     let (mut na, mut nr) = (0usize, 0usize);
@@ -40,9 +42,15 @@ pub(crate) fn hook_changes(changes: &[Change]) -> Result<(serde_json::Value, Vec
     let mut files = Vec::new();
     let mut side = |n: usize, text: Vec<u8>| -> Result<(serde_json::Value, serde_json::Value)> {
         if n <= HOOK_INLINE_QUADS {
-            Ok((String::from_utf8_lossy(&text).into_owned().into(), serde_json::Value::Null))
+            Ok((
+                String::from_utf8_lossy(&text).into_owned().into(),
+                serde_json::Value::Null,
+            ))
         } else {
-            let mut f = tempfile::Builder::new().prefix("qg-hook-").suffix(".nq").tempfile()?;
+            let mut f = tempfile::Builder::new()
+                .prefix("qg-hook-")
+                .suffix(".nq")
+                .tempfile()?;
             std::io::Write::write_all(&mut f, &text)?;
             let path = f.path().display().to_string();
             files.push(f);

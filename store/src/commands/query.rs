@@ -191,7 +191,11 @@ impl Pattern {
 }
 
 /// Stream matches into `sink`; returns how many there were.
-pub fn query(store: &Store, opts: &QueryOptions, mut sink: impl FnMut(Match) -> Result<()>) -> Result<u64> {
+pub fn query(
+    store: &Store,
+    opts: &QueryOptions,
+    mut sink: impl FnMut(Match) -> Result<()>,
+) -> Result<u64> {
     let pattern = Pattern::parse(&opts.pattern)?;
     let objs = store.objects(&opts.ns)?;
     let spec = match &opts.at {
@@ -227,9 +231,18 @@ mod tests {
         let p = Pattern::parse("?s <http://p> \"a b\"@en").unwrap();
         assert_eq!(p.slots[0], Slot::Any);
         assert_eq!(p.slots[3], Slot::Term("\"a b\"@en".into()));
-        let p = Pattern::parse("<http://s> * \"1\"^^<http://www.w3.org/2001/XMLSchema#integer> <http://g>").unwrap();
+        let p = Pattern::parse(
+            "<http://s> * \"1\"^^<http://www.w3.org/2001/XMLSchema#integer> <http://g>",
+        )
+        .unwrap();
         assert_eq!(p.prefix(), b"<http://g>\0<http://s>\0".to_vec());
-        for bad in ["?s ?p", "?s <http://p> ?o ?g ?x", "\"lit\" <http://p> ?o", "?s <http://p ?o", "? <http://p> ?o"] {
+        for bad in [
+            "?s ?p",
+            "?s <http://p> ?o ?g ?x",
+            "\"lit\" <http://p> ?o",
+            "?s <http://p ?o",
+            "? <http://p> ?o",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
         let p = Pattern::parse("?x <http://p> ?x").unwrap();

@@ -1,5 +1,5 @@
 //! Helpers for end-to-end tests: run the real `qg` binary against a temp store.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,18 +17,27 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.stdout))
     }
 }
 
@@ -98,13 +107,20 @@ impl Qg {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap().into()
     }
 
     /// Commit `text` (N-Quads) as additions; returns the new commit id.
     pub fn add(&self, text: &str, msg: &str) -> String {
-        let r = self.run_stdin(&["commit", "-m", msg, "--add", "-", "--json"], text).ok();
+        let r = self
+            .run_stdin(&["commit", "-m", msg, "--add", "-", "--json"], text)
+            .ok();
         r.json()["commit"].as_str().unwrap().to_string()
     }
 
@@ -132,7 +148,12 @@ impl Qg {
 /// `n` quads `<http://ex/s{i}> <http://ex/p> "v{i}" <http://ex/g{i%3}> .`
 pub fn quads(range: std::ops::Range<usize>) -> String {
     range
-        .map(|i| format!("<http://ex/s{i}> <http://ex/p> \"v{i}\" <http://ex/g{}> .\n", i % 3))
+        .map(|i| {
+            format!(
+                "<http://ex/s{i}> <http://ex/p> \"v{i}\" <http://ex/g{}> .\n",
+                i % 3
+            )
+        })
         .collect()
 }
 
