@@ -84,6 +84,8 @@ pub enum Error {
     BadPattern { pattern: String, reason: String },
     #[error("bad time `{value}`: {reason}")]
     BadTime { value: String, reason: String },
+    #[error("bad configuration file {path}: {reason}")]
+    BadConfig { path: String, reason: String },
     #[error("nothing to commit: the change adds and removes no quads on `{0}`")]
     EmptyCommit(String),
     #[error("object {id} in namespace `{ns}` is missing")]
@@ -139,6 +141,7 @@ impl Error {
             | UnknownFormat(_)
             | BadPattern { .. }
             | BadTime { .. }
+            | BadConfig { .. }
             | ReadFile { .. } => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }

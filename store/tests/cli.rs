@@ -352,3 +352,87 @@ fn namespaces_are_isolated() {
     q.run(&["ns", "rm", "other"]).code(2);
     q.run(&["fsck"]).ok();
 }
+
+#[test]
+fn config_file_sits_below_environment_and_flags() {
+    let q = Qg::new();
+    q.run(&["ns", "create", "fromfile"]).ok();
+    q.run(&["ns", "create", "fromenv"]).ok();
+    let conf = q.write("qg.toml", "ns = \"fromfile\"\n");
+    q.run_stdin(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "commit",
+            "-m",
+            "x",
+            "--add",
+            "-",
+        ],
+        &quads(0..1),
+    )
+    .ok();
+    assert_eq!(
+        q.run(&["--ns", "fromfile", "export"])
+            .ok()
+            .stdout
+            .lines()
+            .count(),
+        1
+    );
+    let out = q
+        .cmd(&["--config", conf.to_str().unwrap(), "log", "--json"])
+        .env("QG_NS", "fromenv")
+        .output()
+        .unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        1,
+        "the environment beats the file"
+    );
+    let r = q
+        .run(&[
+            "--config",
+            conf.to_str().unwrap(),
+            "--ns",
+            "default",
+            "log",
+            "--json",
+        ])
+        .ok();
+    assert_eq!(
+        r.json().as_array().unwrap().len(),
+        1,
+        "the flag beats the file"
+    );
+    let secret = q.write("bad.toml", "master_key = \"00\"\n");
+    let r = q
+        .run(&["--config", secret.to_str().unwrap(), "log"])
+        .code(2);
+    assert!(
+        r.stderr.contains("secret") && !r.stderr.contains("00\""),
+        "{}",
+        r.stderr
+    );
+    let broken = q.write("broken.toml", "ns = \n");
+    let r = q
+        .run(&["--config", broken.to_str().unwrap(), "log"])
+        .code(2);
+    assert!(
+        r.stderr.contains("broken.toml") && r.stderr.contains("line 1"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn completions_and_man_page() {
+    let q = Qg::empty();
+    assert!(q
+        .run(&["completions", "bash"])
+        .ok()
+        .stdout
+        .contains("_qg()"));
+    assert!(q.run(&["man"]).ok().stdout.contains(".TH qg 1"));
+}

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use qg_store::cli::{self, GlobalArgs, EXIT_FAILED, EXIT_OK};
 use qg_store::commands::{branch, bulk_load, commit, diff, export, fsck, gc, log, merge, query};
 use qg_store::merge::Strategy;
@@ -164,6 +164,10 @@ enum Command {
     /// Read or verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +204,9 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 
 fn main() -> ExitCode {
     cli::default_sigpipe();
+    if let Err(e) = cli::load_config() {
+        return ExitCode::from(cli::report(&e) as u8);
+    }
     let cli = Cli::parse();
     cli::init_logging(cli.global.log_format);
     let code = match run(&cli) {
@@ -223,6 +230,8 @@ fn run(cli: &Cli) -> Result<i32, Error> {
     let g = &cli.global;
     let ns = g.ns.clone();
     match &cli.command {
+        Command::Completions { shell } => cli::print_completions(*shell, &mut Cli::command()),
+        Command::Man => cli::print_man(Cli::command())?,
         Command::Init => {
             let store = Store::init(&g.data)?;
             if g.json {

@@ -49,6 +49,9 @@ pub struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QG_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// TOML file of defaults (keys are long flag names); flags and environment win.
+    #[arg(long, global = true, env = "QG_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -86,6 +89,79 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Read the optional TOML configuration file and export its settings as
+/// `QG_*` environment variables that are not set yet, so the precedence is
+/// flags, then environment, then the file. The file is `--config FILE`, else
+/// `$QG_CONFIG`; keys are the long flag names (`data`, `ns`, `hook-timeout`,
+/// `log-format`, ...). Call before parsing arguments.
+pub fn load_config() -> Result<Option<PathBuf>, Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag
+        .or_else(|| std::env::var("QG_CONFIG").ok())
+        .map(PathBuf::from)
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::ReadFile {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let bad = |reason: String| Error::BadConfig {
+        path: path.display().to_string(),
+        reason,
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].lines().count().max(1))
+            .unwrap_or(0);
+        bad(format!("line {line}: {}", e.message()))
+    })?;
+    for (key, value) in table {
+        let var = format!("QG_{}", key.to_ascii_uppercase().replace('-', "_"));
+        if matches!(var.as_str(), "QG_PASSWORD" | "QG_NEW_PASSWORD") || var.contains("KEY") {
+            return Err(bad(format!(
+                "`{key}` is a secret and is not read from configuration files; use the environment"
+            )));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(bad(format!(
+                    "`{key}` must be a string, number or boolean, not {}",
+                    other.type_str()
+                )))
+            }
+        };
+        if std::env::var_os(&var).is_none() {
+            std::env::set_var(var, value);
+        }
+    }
+    Ok(Some(path))
+}
+
+/// Write shell completions for `cmd` to stdout.
+pub fn print_completions(shell: clap_complete::Shell, cmd: &mut clap::Command) {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(shell, cmd, name, &mut std::io::stdout());
+}
+
+/// Write the man page of `cmd` (roff) to stdout.
+pub fn print_man(cmd: clap::Command) -> Result<(), Error> {
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+    Ok(())
 }
 
 /// The exit code for an error.
