@@ -1,7 +1,7 @@
 //! Hooks: executables in `<data>/hooks/` run around commits and merges.
 //!
-//! Each gets one JSON document on stdin (fields: `hooks/README.md` in the
-//! runbooks and `FORMAT.md`). A failing `pre-*` hook aborts the operation and
+//! Each gets one JSON document on stdin (fields: `FORMAT.md` beside this
+//! file, and the worked example in `runbooks/hooks-shacl.md`). A failing `pre-*` hook aborts the operation and
 //! its stderr reaches the user; `post-*` hooks are reported and audited but
 //! never undo a write. Every hook runs under a timeout.
 
@@ -129,6 +129,17 @@ impl Hooks {
         let mut stdin = child.stdin.take().expect("piped");
         // Feed stdin and drain stderr on threads: a hook that ignores either must not block us.
         let writer = std::thread::spawn(move || {
+            // A hook may exit without reading its stdin. Block SIGPIPE in this
+            // thread so the write fails with EPIPE instead of killing us (the
+            // binary restores SIGPIPE's default so `qg export | head` exits
+            // quietly); the thread-directed signal dies with the thread.
+            // SAFETY: sigset manipulation on a local set for the current thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGPIPE);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
             let _ = stdin.write_all(&body);
         });
         let mut stderr = child.stderr.take().expect("piped");

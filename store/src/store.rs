@@ -279,7 +279,7 @@ impl Store {
                 stderr: reason,
             });
         }
-        tracing::warn!(hook = hook.file_name(), ns, "hook failed: {reason}");
+        tracing::info!(hook = hook.file_name(), ns, "hook failed: {reason}");
         Ok(Some(run))
     }
 }

@@ -238,3 +238,18 @@ fn pre_merge_hook_can_block_a_merge() {
     assert!(r.stderr.contains("merges frozen"), "{}", r.stderr);
     assert_eq!(q.head("main"), main);
 }
+
+#[test]
+fn hook_that_ignores_stdin_does_not_kill_qg() {
+    let q = Qg::new();
+    q.install_hook("pre-commit", "#!/bin/sh\nexit 0\n");
+    q.install_hook("post-commit", "#!/bin/sh\nexit 0\n");
+    // far more than a pipe buffer, so the write to the hook must hit EPIPE
+    let r = q
+        .run_stdin(
+            &["commit", "-m", "big", "--add", "-", "--json"],
+            &quads(0..5000),
+        )
+        .ok();
+    assert_eq!(r.json()["added"], 5000);
+}

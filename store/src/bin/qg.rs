@@ -30,7 +30,8 @@ struct Cli {
         global = true,
         env = "QG_HOOK_TIMEOUT",
         default_value_t = 60,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     hook_timeout: u64,
     #[command(subcommand)]

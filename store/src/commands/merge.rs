@@ -88,6 +88,10 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
     if base == Some(theirs) {
         return Ok(result);
     }
+    let message = opts
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Merge {} into {}", opts.source, into));
     let ours_c = Commit::load(&objs, &ours)?;
     let theirs_c = Commit::load(&objs, &theirs)?;
     let (new_id, new_tree, kind, resolved) = if base == Some(ours) {
@@ -135,16 +139,12 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
             .len() as u64
         };
         let new_tree = tree::apply(&objs, ours_c.tree, &p.add, &p.remove)?;
-        let message = opts
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("Merge {} into {}", opts.source, into));
         let c = Commit {
             tree: new_tree,
             parents: vec![ours, theirs],
             author: author.clone(),
             time: clock::now(),
-            message,
+            message: message.clone(),
             quads: tree::count(&objs, &new_tree)?,
             generation: ours_c.generation.max(theirs_c.generation) + 1,
         };
@@ -160,7 +160,7 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
     let doc = super::extend(
         serde_json::json!({
             "namespace": ns, "branch": into, "source": opts.source, "ours": ours, "theirs": theirs,
-            "base": base, "parent": ours, "commit": new_id, "author": author,
+            "base": base, "parent": ours, "commit": new_id, "author": author, "message": message,
             "strategy": opts.strategy, "fast_forward": kind == MergeKind::FastForward,
         }),
         change_doc,
