@@ -96,6 +96,14 @@ pub enum Error {
         id: ObjectId,
         reason: String,
     },
+    #[error("namespace `{ns}` is locked: {reason}")]
+    Locked { ns: String, reason: String },
+    #[error("bad {what}: {reason}")]
+    BadKey { what: String, reason: String },
+    #[error("namespace `{ns}`: key version {version} has sealed {sealed} objects, close to the AES-GCM limit of 2^32; rotate it with `qg-rotate-keys dek --ns {ns}`")]
+    KeyExhausted { ns: String, version: u32, sealed: u64 },
+    #[error("too many failed unlock attempts for namespace `{ns}`; try again in {wait_secs} s")]
+    RateLimited { ns: String, wait_secs: u64 },
     #[error("{hook} hook rejected the {operation}: {stderr}")]
     HookRejected {
         hook: String,
@@ -142,6 +150,8 @@ impl Error {
             | BadPattern { .. }
             | BadTime { .. }
             | BadConfig { .. }
+            | Locked { .. }
+            | BadKey { .. }
             | ReadFile { .. } => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }

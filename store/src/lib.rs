@@ -35,6 +35,7 @@ pub mod audit;
 pub mod clock;
 pub mod commands;
 pub mod commit;
+pub mod crypto;
 pub mod error;
 pub mod hooks;
 pub mod id;

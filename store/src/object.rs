@@ -53,8 +53,15 @@ pub type Sealed = (u32, Vec<u8>, Vec<u8>);
 
 /// Addresses and (optionally) seals object bodies for one namespace.
 pub trait Sealer: Send + Sync {
-    /// The address of a payload of `kind`.
+    /// The address a new object with this payload gets.
     fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId;
+    /// The address of a stored object sealed under `key_version` (None: unsealed);
+    /// an error when such an object may not exist in this namespace.
+    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8]) -> Result<ObjectId>;
+    /// The key version sealing new objects (None: they are stored unsealed).
+    fn sealing_version(&self) -> Option<u32> {
+        None
+    }
     /// Seal `body` for object `id`; returns (key version, nonce, sealed body),
     /// or `None` to store the body as it is.
     fn seal(&self, id: &ObjectId, body: Vec<u8>) -> Result<Option<Sealed>>;
@@ -69,6 +76,15 @@ pub struct Plain;
 impl Sealer for Plain {
     fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId {
         ObjectId::hash(kind as u8, payload)
+    }
+
+    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
+        match key_version {
+            None => Ok(self.address(kind, payload)),
+            Some(v) => Err(Error::Other(format!(
+                "an object sealed under key version {v} sits in a namespace that is not encrypted"
+            ))),
+        }
     }
 
     fn seal(&self, _id: &ObjectId, _body: Vec<u8>) -> Result<Option<Sealed>> {
@@ -153,14 +169,17 @@ pub fn decode(
     }
     let nonce = &bytes[HEADER_LEN..HEADER_LEN + nonce_len];
     let mut body = bytes[HEADER_LEN + nonce_len..].to_vec();
-    if flags & FLAG_SEALED != 0 {
+    let sealed = flags & FLAG_SEALED != 0;
+    if sealed {
         body = sealer.open(id, key_version, nonce, &body)?;
     }
     if flags & FLAG_ZSTD != 0 {
         body = zstd::stream::decode_all(&body[..])
             .map_err(|e| corrupt(format!("bad zstd body: {e}")))?;
     }
-    let actual = sealer.address(kind, &body);
+    let actual = sealer
+        .address_for(sealed.then_some(key_version), kind, &body)
+        .map_err(|e| corrupt(e.to_string()))?;
     if actual != *id {
         return Err(corrupt(format!("content hashes to {actual}")));
     }

@@ -36,11 +36,17 @@ struct Pending {
 }
 
 impl<'a> ObjectSet<'a> {
+    /// Objects of a plaintext namespace.
     pub fn new(db: &'a Db, ns: &str) -> Self {
+        Self::with_sealer(db, ns, Box::new(Plain))
+    }
+
+    /// Objects addressed and sealed by `sealer` (encrypted namespaces).
+    pub fn with_sealer(db: &'a Db, ns: &str, sealer: Box<dyn Sealer + 'a>) -> Self {
         ObjectSet {
             db,
             ns: ns.to_string(),
-            sealer: Box::new(Plain),
+            sealer,
             cache: RefCell::new(HashMap::new()),
             pending: RefCell::new(Pending::default()),
         }
@@ -52,6 +58,11 @@ impl<'a> ObjectSet<'a> {
 
     pub fn db(&self) -> &'a Db {
         self.db
+    }
+
+    /// Whether new objects are sealed (the namespace is encrypted).
+    pub fn is_sealed(&self) -> bool {
+        self.sealer.sealing_version().is_some()
     }
 
     /// Raw payload and kind of an object, verified against its id.
@@ -140,6 +151,16 @@ impl<'a> ObjectSet<'a> {
             }
         }
         p.bytes = 0;
+        if let (Some(v), true) = (self.sealer.sealing_version(), written.0 > 0) {
+            let sealed = self.db.add_key_usage(&self.ns, v, written.0)?;
+            if sealed > crate::crypto::SEAL_LIMIT {
+                return Err(Error::KeyExhausted {
+                    ns: self.ns.clone(),
+                    version: v,
+                    sealed,
+                });
+            }
+        }
         Ok(written)
     }
 }

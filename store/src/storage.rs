@@ -63,6 +63,18 @@ CREATE TABLE audit(
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
 );
+CREATE TABLE key_usage(
+    ns TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sealed INTEGER NOT NULL,
+    PRIMARY KEY(ns, version)
+) WITHOUT ROWID;
+CREATE TABLE rekey_map(
+    ns TEXT NOT NULL,
+    old BLOB NOT NULL,
+    new BLOB NOT NULL,
+    PRIMARY KEY(ns, old)
+) WITHOUT ROWID;
 CREATE TABLE leases(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pid INTEGER NOT NULL,
@@ -337,8 +349,137 @@ impl Db {
         Ok(())
     }
 
+    /// The namespace's `sys:crypto` record (None: plaintext namespace).
+    pub fn crypto_record(&self, ns: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT crypto FROM namespaces WHERE name=?1")?
+            .query_row([ns], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_crypto_record(&self, ns: &str, record: Option<&[u8]>) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE namespaces SET crypto=?2 WHERE name=?1")?
+            .execute(params![ns, record])?;
+        Ok(())
+    }
+
+    /// Objects sealed so far under each key version of `ns`.
+    pub fn key_usage(&self, ns: &str) -> Result<Vec<(u32, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT version, sealed FROM key_usage WHERE ns=?1 ORDER BY version")?;
+        let rows = stmt.query_map([ns], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Count `n` more objects sealed under `version`; returns the new total.
+    pub fn add_key_usage(&self, ns: &str, version: u32, n: u64) -> Result<u64> {
+        self.conn
+            .prepare_cached("INSERT INTO key_usage(ns, version, sealed) VALUES (?1, ?2, ?3) ON CONFLICT(ns, version) DO UPDATE SET sealed = sealed + excluded.sealed")?
+            .execute(params![ns, version, n as i64])?;
+        Ok(self
+            .conn
+            .prepare_cached("SELECT sealed FROM key_usage WHERE ns=?1 AND version=?2")?
+            .query_row(params![ns, version], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn delete_key_usage(&self, ns: &str, version: u32) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM key_usage WHERE ns=?1 AND version=?2")?
+            .execute(params![ns, version])?;
+        Ok(())
+    }
+
+    // ---- re-encryption bookkeeping ----
+
+    pub fn rekey_map(&self, ns: &str) -> Result<std::collections::HashMap<ObjectId, ObjectId>> {
+        let mut stmt = self.conn.prepare_cached("SELECT old, new FROM rekey_map WHERE ns=?1")?;
+        let rows = stmt.query_map([ns], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (a, b) = row?;
+            if let (Some(a), Some(b)) = (ObjectId::from_slice(&a), ObjectId::from_slice(&b)) {
+                out.insert(a, b);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put_rekey_map(&self, ns: &str, old: &ObjectId, new: &ObjectId) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO rekey_map(ns, old, new) VALUES (?1, ?2, ?3)")?
+            .execute(params![ns, &old.0[..], &new.0[..]])?;
+        Ok(())
+    }
+
+    pub fn clear_rekey_map(&self, ns: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM rekey_map WHERE ns=?1", [ns])?;
+        Ok(())
+    }
+
+    /// Rewrite every ref and reflog target of `ns` through `map` (ids not in it stay).
+    pub fn remap_refs(&self, ns: &str, map: &std::collections::HashMap<ObjectId, ObjectId>) -> Result<()> {
+        for (name, target) in self.refs(ns, "")? {
+            if let Some(new) = map.get(&target) {
+                self.set_ref(ns, &name, new)?;
+            }
+        }
+        let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = {
+            let mut stmt = self.conn.prepare("SELECT seq, old, new FROM reflog WHERE ns=?1")?;
+            let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let remap = |v: Option<Vec<u8>>| -> Option<Vec<u8>> {
+            v.map(|b| match ObjectId::from_slice(&b).and_then(|id| map.get(&id)) {
+                Some(n) => n.0.to_vec(),
+                None => b,
+            })
+        };
+        let mut upd = self.conn.prepare("UPDATE reflog SET old=?2, new=?3 WHERE seq=?1")?;
+        for (seq, old, new) in rows {
+            upd.execute(params![seq, remap(old), remap(new)])?;
+        }
+        Ok(())
+    }
+
+    /// Delete every object of `ns` whose id is not in `keep`; returns how many.
+    pub fn delete_objects_except(&self, ns: &str, keep: &std::collections::HashSet<ObjectId>) -> Result<u64> {
+        let mut n = 0;
+        for (id, _) in self.object_ids(ns)? {
+            if !keep.contains(&id) {
+                self.delete_object(ns, &id)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Overwrite deleted content with zeros from now on (this connection).
+    pub fn set_secure_delete(&self, on: bool) -> Result<()> {
+        self.conn.pragma_update(None, "secure_delete", if on { "ON" } else { "OFF" })?;
+        Ok(())
+    }
+
+    /// Copy the WAL into the database and truncate it to zero bytes.
+    pub fn checkpoint_truncate(&self) -> Result<()> {
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if busy != 0 {
+            return Err(Error::Other(
+                "the WAL could not be checkpointed because another connection is reading; retry when the store is idle".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn delete_namespace(&self, ns: &str) -> Result<()> {
         for sql in [
+            "DELETE FROM key_usage WHERE ns=?1",
+            "DELETE FROM rekey_map WHERE ns=?1",
             "DELETE FROM objects WHERE ns=?1",
             "DELETE FROM refs WHERE ns=?1",
             "DELETE FROM reflog WHERE ns=?1",

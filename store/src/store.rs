@@ -1,10 +1,16 @@
 //! [`Store`]: an open QuadGit data directory.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 use crate::audit::{self, Event};
 use crate::commit::Commit;
+use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey, NsSealer, Secret};
 use crate::error::{Error, Result};
 use crate::hooks::{Hook, HookRun, Hooks};
 use crate::id::ObjectId;
@@ -23,7 +29,35 @@ pub struct Store {
     db: Db,
     actor: String,
     hooks: Hooks,
+    keyring: Keyring,
+    /// Unwrapped data keys of namespaces opened so far (zeroized on drop).
+    opened: RefCell<HashMap<String, Rc<BTreeMap<u32, Secret>>>>,
 }
+
+/// The secrets that open encrypted namespaces. Binaries fill it from the
+/// environment (`QUADGIT_MASTER_KEY`, `QG_PASSWORD`, `QG_UNLOCK_TOKEN`);
+/// nothing here is ever logged or printed.
+#[derive(Default)]
+pub struct Keyring {
+    pub master: Option<MasterKey>,
+    pub password: Option<Zeroizing<String>>,
+    pub unlock_token: Option<Zeroizing<String>>,
+}
+
+/// How to create a namespace.
+#[derive(Default)]
+pub struct NamespaceOptions {
+    /// Encrypt it under a fresh data key wrapped by the master key.
+    pub encrypted: bool,
+    /// Also require this password (implies `encrypted`).
+    pub password: Option<Zeroizing<String>>,
+    /// Argon2id parameters for the password (default: RFC 9106's second recommendation).
+    pub kdf: Option<KdfParams>,
+}
+
+/// Failed unlocks allowed per namespace within [`UNLOCK_WINDOW_SECS`].
+pub const UNLOCK_ATTEMPTS: u64 = 5;
+pub const UNLOCK_WINDOW_SECS: i64 = 60;
 
 /// Who acts when nobody says: `$QG_ACTOR`, else `$USER`, else `unknown`.
 pub fn default_actor() -> String {
@@ -66,7 +100,154 @@ impl Store {
             db,
             actor: default_actor(),
             hooks: Hooks::new(dir, crate::hooks::DEFAULT_TIMEOUT),
+            keyring: Keyring::default(),
+            opened: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Use these secrets to open encrypted namespaces.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring;
+        self.opened.borrow_mut().clear();
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The master key, or a clear error saying how to provide it.
+    pub fn master_key(&self) -> Result<&MasterKey> {
+        self.keyring.master.as_ref().ok_or_else(|| Error::BadKey {
+            what: "master key".into(),
+            reason: "QUADGIT_MASTER_KEY is not set (or pass --master-key-file)".into(),
+        })
+    }
+
+    /// The `sys:crypto` record of `ns` (None for a plaintext namespace).
+    pub fn crypto_record(&self, ns: &str) -> Result<Option<CryptoRecord>> {
+        self.default_branch(ns)?;
+        match self.db.crypto_record(ns)? {
+            Some(bytes) => Ok(Some(CryptoRecord::from_json(ns, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn is_encrypted(&self, ns: &str) -> Result<bool> {
+        Ok(self.crypto_record(ns)?.is_some())
+    }
+
+    /// Forget unwrapped keys (after a rotation changed them).
+    pub fn forget_keys(&self) {
+        self.opened.borrow_mut().clear();
+    }
+
+    /// Unwrap the data keys of an encrypted namespace with the keyring.
+    pub fn namespace_keys(&self, ns: &str, rec: &CryptoRecord) -> Result<Rc<BTreeMap<u32, Secret>>> {
+        if let Some(k) = self.opened.borrow().get(ns) {
+            return Ok(k.clone());
+        }
+        let kek = self.keyring.master.as_ref().ok_or_else(|| Error::Locked {
+            ns: ns.to_string(),
+            reason: "it is encrypted and QUADGIT_MASTER_KEY is not set".into(),
+        })?;
+        let pw_key = if rec.password.is_some() {
+            Some(self.password_key(ns, rec)?)
+        } else {
+            None
+        };
+        let keys = match crypto::unwrap_keys(kek, ns, rec, pw_key.as_ref()) {
+            Ok(k) => k,
+            Err(e) => {
+                if pw_key.is_some() && e.to_string().contains("wrong password") {
+                    self.record_failed_unlock(ns, "wrong password")?;
+                }
+                return Err(e);
+            }
+        };
+        let keys = Rc::new(keys);
+        self.opened.borrow_mut().insert(ns.to_string(), keys.clone());
+        Ok(keys)
+    }
+
+    /// The password layer's key from an unlock token or the password.
+    pub fn password_key(&self, ns: &str, rec: &CryptoRecord) -> Result<Secret> {
+        let kek = self.master_key()?;
+        if let Some(token) = &self.keyring.unlock_token {
+            if let Ok((_, key)) = crypto::check_token(kek, ns, token) {
+                return Ok(key);
+            }
+        }
+        let Some(password) = &self.keyring.password else {
+            if let Some(token) = &self.keyring.unlock_token {
+                crypto::check_token(kek, ns, token)?;
+            }
+            return Err(Error::Locked {
+                ns: ns.to_string(),
+                reason: "it is password-protected: set QG_PASSWORD, or QG_UNLOCK_TOKEN from `qg ns unlock`".into(),
+            });
+        };
+        self.check_unlock_rate(ns)?;
+        crypto::derive_password_key(ns, rec, password)
+    }
+
+    fn check_unlock_rate(&self, ns: &str) -> Result<()> {
+        let since = clock::format(time::OffsetDateTime::now_utc() - time::Duration::seconds(UNLOCK_WINDOW_SECS));
+        let recent = audit::count(&self.db, "ns.unlock", audit::Outcome::Denied, Some(ns), &since)?;
+        if recent >= UNLOCK_ATTEMPTS {
+            return Err(Error::RateLimited {
+                ns: ns.to_string(),
+                wait_secs: UNLOCK_WINDOW_SECS as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn record_failed_unlock(&self, ns: &str, reason: &str) -> Result<()> {
+        self.record(
+            &Event::new(&self.actor, "ns.unlock")
+                .ns(ns)
+                .target(ns)
+                .outcome(audit::Outcome::Denied)
+                .detail(serde_json::json!({ "reason": reason })),
+        )?;
+        Ok(())
+    }
+
+    /// Check the password of `ns` and issue an unlock token valid for `ttl`.
+    pub fn unlock(&self, ns: &str, ttl: Duration) -> Result<String> {
+        let rec = self.crypto_record(ns)?.ok_or_else(|| Error::Locked {
+            ns: ns.to_string(),
+            reason: "it is not encrypted, there is nothing to unlock".into(),
+        })?;
+        if rec.password.is_none() {
+            return Err(Error::Locked {
+                ns: ns.to_string(),
+                reason: "it is not password-protected; the master key alone opens it".into(),
+            });
+        }
+        self.opened.borrow_mut().remove(ns);
+        let kek = self.master_key()?;
+        let password = self.keyring.password.as_ref().ok_or_else(|| Error::Locked {
+            ns: ns.to_string(),
+            reason: "no password given (QG_PASSWORD or the prompt)".into(),
+        })?;
+        self.check_unlock_rate(ns)?;
+        let pw_key = crypto::derive_password_key(ns, &rec, password)?;
+        if crypto::unwrap_keys(kek, ns, &rec, Some(&pw_key)).is_err() {
+            self.record_failed_unlock(ns, "wrong password")?;
+            return Err(Error::Locked {
+                ns: ns.to_string(),
+                reason: "wrong password".into(),
+            });
+        }
+        let token = crypto::issue_token(kek, ns, &self.actor, &pw_key, ttl)?;
+        self.record(
+            &Event::new(&self.actor, "ns.unlock")
+                .ns(ns)
+                .target(ns)
+                .detail(serde_json::json!({ "ttl_secs": ttl.as_secs() })),
+        )?;
+        Ok(token)
     }
 
     /// Act as `actor` from now on (audit entries, reflog, default commit author).
@@ -100,10 +281,25 @@ impl Store {
         Ok(self.db.meta("store_id")?.unwrap_or_default())
     }
 
-    /// Objects of an existing namespace.
+    /// Objects of an existing namespace, opened with the keyring when it is encrypted.
     pub fn objects(&self, ns: &str) -> Result<ObjectSet<'_>> {
-        self.default_branch(ns)?;
-        Ok(ObjectSet::new(&self.db, ns))
+        match self.crypto_record(ns)? {
+            None => Ok(ObjectSet::new(&self.db, ns)),
+            Some(rec) => {
+                let keys = self.namespace_keys(ns, &rec)?;
+                // unsealed objects are legitimate only while a plaintext namespace is being encrypted
+                let allow_plain = rec.job.as_ref().is_some_and(|j| j.from.is_none());
+                let sealer = NsSealer::new(ns, &keys, rec.current, allow_plain);
+                Ok(ObjectSet::with_sealer(&self.db, ns, Box::new(sealer)))
+            }
+        }
+    }
+
+    /// Objects of `ns` written under key version `sealing` (re-encryption).
+    pub fn objects_sealed_with(&self, ns: &str, rec: &CryptoRecord, sealing: u32) -> Result<ObjectSet<'_>> {
+        let keys = self.namespace_keys(ns, rec)?;
+        let sealer = NsSealer::new(ns, &keys, Some(sealing), true);
+        Ok(ObjectSet::with_sealer(&self.db, ns, Box::new(sealer)))
     }
 
     /// The default branch of `ns`; errors when `ns` does not exist.
@@ -113,13 +309,50 @@ impl Store {
             .ok_or_else(|| Error::NoNamespace(ns.to_string()))
     }
 
-    /// Create a namespace whose `main` branch holds one empty root commit.
+    /// Create a plaintext namespace whose `main` branch holds one empty root commit.
     pub fn create_namespace(&self, ns: &str) -> Result<ObjectId> {
+        self.create_namespace_with(ns, &NamespaceOptions::default())
+    }
+
+    /// Create a namespace (encrypted, password-protected or plain).
+    pub fn create_namespace_with(&self, ns: &str, opts: &NamespaceOptions) -> Result<ObjectId> {
         refs::validate_name("namespace", ns)?;
         if self.db.namespace_default_branch(ns)?.is_some() {
             return Err(Error::NamespaceExists(ns.to_string()));
         }
-        let objs = ObjectSet::new(&self.db, ns);
+        let mut record = None;
+        let objs = if opts.encrypted || opts.password.is_some() {
+            let kek = self.master_key()?;
+            let (password, pw_key) = match &opts.password {
+                Some(p) => {
+                    if p.is_empty() {
+                        return Err(Error::BadKey {
+                            what: "password".into(),
+                            reason: "it is empty".into(),
+                        });
+                    }
+                    let (rec, key) = crypto::new_password(ns, p, opts.kdf.unwrap_or_default())?;
+                    (Some(rec), Some(key))
+                }
+                None => (None, None),
+            };
+            let nk = crypto::new_key(kek, ns, 1, pw_key.as_ref());
+            let rec = CryptoRecord {
+                format: 1,
+                kek_id: kek.id(),
+                current: Some(1),
+                keys: vec![nk.wrapped],
+                password,
+                job: None,
+            };
+            let keys: BTreeMap<u32, Secret> = [(1, nk.dek)].into();
+            let sealer = NsSealer::new(ns, &keys, Some(1), false);
+            self.opened.borrow_mut().insert(ns.to_string(), Rc::new(keys));
+            record = Some(rec);
+            ObjectSet::with_sealer(&self.db, ns, Box::new(sealer))
+        } else {
+            ObjectSet::new(&self.db, ns)
+        };
         let now = clock::now();
         let root = Commit {
             tree: tree::empty(&objs)?,
@@ -137,6 +370,9 @@ impl Store {
                 return Err(Error::NamespaceExists(ns.to_string()));
             }
             db.insert_namespace(ns, &now, DEFAULT_BRANCH)?;
+            if let Some(rec) = &record {
+                db.set_crypto_record(ns, Some(&rec.to_json()))?;
+            }
             objs.flush()?;
             db.set_ref(ns, &branch, &id)?;
             db.append_reflog(
@@ -148,7 +384,14 @@ impl Store {
                 &self.actor,
                 "namespace created",
             )?;
-            audit::append(db, &Event::new(&self.actor, "ns.create").ns(ns).target(ns))?;
+            audit::append(
+                db,
+                &Event::new(&self.actor, "ns.create").ns(ns).target(ns).detail(serde_json::json!({
+                    "encrypted": record.is_some(),
+                    "password": record.as_ref().is_some_and(|r| r.password.is_some()),
+                    "kek_id": record.as_ref().map(|r| r.kek_id.clone()),
+                })),
+            )?;
             Ok(())
         })?;
         Ok(id)
@@ -162,6 +405,7 @@ impl Store {
             }
             let (objects, bytes) = db.object_stats(ns)?;
             db.delete_namespace(ns)?;
+            self.opened.borrow_mut().remove(ns);
             audit::append(
                 db,
                 &Event::new(&self.actor, "ns.delete")

@@ -10,6 +10,8 @@ use qg_store::commands::{branch, bulk_load, commit, diff, export, fsck, gc, log,
 use qg_store::merge::Strategy;
 use qg_store::rdf::{Format, Source};
 use qg_store::tree::Change;
+use qg_store::crypto::KdfParams;
+use qg_store::store::NamespaceOptions;
 use qg_store::{audit, rdf, Error, Store};
 
 #[derive(Parser)]
@@ -174,7 +176,32 @@ enum Command {
 #[derive(Subcommand)]
 enum NsCommand {
     /// Create a namespace (branch `main` with an empty root commit).
-    Create { name: String },
+    Create {
+        name: String,
+        /// Encrypt it at rest under a new data key wrapped by QUADGIT_MASTER_KEY.
+        #[arg(long)]
+        encrypted: bool,
+        /// Also protect it with a password, read from QG_PASSWORD or a prompt (implies --encrypted).
+        #[arg(long)]
+        password: bool,
+        /// Argon2id memory for the password, in MiB.
+        #[arg(long, default_value_t = 64, value_name = "MIB")]
+        kdf_memory_mib: u32,
+        /// Argon2id iterations.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        kdf_iterations: u32,
+        /// Argon2id lanes.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        kdf_parallelism: u32,
+    },
+    /// Check a namespace password (QG_PASSWORD or prompt) and print a
+    /// short-lived unlock token; set it as QG_UNLOCK_TOKEN to skip the password.
+    Unlock {
+        name: String,
+        /// How long the token is valid, e.g. 15m, 1h, 90s.
+        #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
     /// List namespaces.
     List,
     /// Delete a namespace and everything in it.
@@ -196,6 +223,21 @@ enum AuditCommand {
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::from_name(s)
         .ok_or_else(|| format!("unknown format `{s}` (nquads, ntriples, trig, turtle)"))
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| format!("bad duration `{s}`: use e.g. 90s, 15m, 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("bad duration `{s}`: use e.g. 90s, 15m, 1h")),
+    };
+    if secs == 0 {
+        return Err("the duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -249,12 +291,53 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Ns(cmd) => {
             let store = open(cli)?;
             match cmd {
-                NsCommand::Create { name } => {
-                    let root = store.create_namespace(name)?;
+                NsCommand::Create {
+                    name,
+                    encrypted,
+                    password,
+                    kdf_memory_mib,
+                    kdf_iterations,
+                    kdf_parallelism,
+                } => {
+                    let password = if *password {
+                        Some(cli::secret_from_env_or_prompt(
+                            "QG_PASSWORD",
+                            &format!("Password for namespace {name}: "),
+                        )?)
+                    } else {
+                        None
+                    };
+                    let opts = NamespaceOptions {
+                        encrypted: *encrypted,
+                        password,
+                        kdf: Some(KdfParams {
+                            m_kib: kdf_memory_mib.saturating_mul(1024),
+                            t: *kdf_iterations,
+                            p: *kdf_parallelism,
+                        }),
+                    };
+                    let root = store.create_namespace_with(name, &opts)?;
                     if g.json {
                         cli::print_json(&serde_json::json!({"namespace": name, "commit": root}))?;
                     } else {
                         println!("Created namespace {name}");
+                    }
+                }
+                NsCommand::Unlock { name, ttl } => {
+                    let mut keyring = g.keyring()?;
+                    if keyring.password.is_none() {
+                        keyring.password = Some(cli::secret_from_env_or_prompt(
+                            "QG_PASSWORD",
+                            &format!("Password for namespace {name}: "),
+                        )?);
+                    }
+                    let mut store = store;
+                    store.set_keyring(keyring);
+                    let token = store.unlock(name, *ttl)?;
+                    if g.json {
+                        cli::print_json(&serde_json::json!({"namespace": name, "token": token, "expires_in_secs": ttl.as_secs()}))?;
+                    } else {
+                        println!("{token}");
                     }
                 }
                 NsCommand::List => {
@@ -676,6 +759,9 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     r.removed_bytes,
                     r.kept
                 );
+                for ns in &r.skipped_locked {
+                    eprintln!("warning: skipped locked namespace {ns}: set QUADGIT_MASTER_KEY (and QG_PASSWORD) to collect it");
+                }
             }
         }
         Command::Audit(cmd) => {

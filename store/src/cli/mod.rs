@@ -10,7 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, ErrorKind};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::crypto::MasterKey;
+use crate::store::{Keyring, Store};
+use zeroize::Zeroizing;
 
 /// Exit status: success.
 pub const EXIT_OK: i32 = 0;
@@ -52,13 +54,56 @@ pub struct GlobalArgs {
     /// TOML file of defaults (keys are long flag names); flags and environment win.
     #[arg(long, global = true, env = "QG_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// File holding the master key (hex or base64); default: $QUADGIT_MASTER_KEY.
+    #[arg(long, global = true, env = "QG_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl GlobalArgs {
-    /// Open the store named by `--data`.
+    /// Open the store named by `--data`, with the keyring from the environment.
     pub fn open(&self) -> Result<Store, Error> {
-        Store::open(&self.data)
+        let mut store = Store::open(&self.data)?;
+        store.set_keyring(self.keyring()?);
+        Ok(store)
     }
+
+    /// Secrets from the environment (never from flags): `QUADGIT_MASTER_KEY`
+    /// (or `--master-key-file`), `QG_PASSWORD`, `QG_UNLOCK_TOKEN`.
+    pub fn keyring(&self) -> Result<Keyring, Error> {
+        let master = match (&self.master_key_file, std::env::var("QUADGIT_MASTER_KEY")) {
+            (Some(path), _) => Some(MasterKey::from_file(path)?),
+            (None, Ok(text)) => {
+                let text = Zeroizing::new(text);
+                Some(MasterKey::parse(&text).map_err(|e| match e {
+                    Error::BadKey { reason, .. } => Error::BadKey {
+                        what: "QUADGIT_MASTER_KEY".into(),
+                        reason,
+                    },
+                    e => e,
+                })?)
+            }
+            (None, Err(_)) => None,
+        };
+        Ok(Keyring {
+            master,
+            password: std::env::var("QG_PASSWORD").ok().map(Zeroizing::new),
+            unlock_token: std::env::var("QG_UNLOCK_TOKEN").ok().map(Zeroizing::new),
+        })
+    }
+}
+
+/// A secret from environment variable `var`, else typed at a terminal prompt.
+pub fn secret_from_env_or_prompt(var: &str, prompt: &str) -> Result<Zeroizing<String>, Error> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Zeroizing::new(v));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::BadKey {
+            what: var.to_string(),
+            reason: format!("{var} is not set and there is no terminal to prompt on"),
+        });
+    }
+    Ok(Zeroizing::new(rpassword::prompt_password(prompt)?))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -183,14 +183,14 @@ pub fn bulk_load(
             .target(refname.clone())
             .detail(serde_json::json!({
                 "commit": id, "parent": parent, "author": author, "added": added, "removed": 0,
-                "message": opts.message, "bulk_load": true, "read": read,
+                "message": super::loggable(&objs, &opts.message), "bulk_load": true, "read": read,
             }));
         let (n, b) = store.land(
             &objs,
             &refname,
             Some(parent),
             id,
-            &format!("bulk-load: {}", super::commit::first_line(&opts.message)),
+            &format!("bulk-load: {}", super::loggable(&objs, &opts.message).unwrap_or_default()),
             &event,
         )?;
         for hook in [Hook::PostCommit, Hook::PostReceive] {

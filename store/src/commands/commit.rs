@@ -154,14 +154,14 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
         .target(refname.clone())
         .detail(serde_json::json!({
             "commit": id, "parent": parent, "author": author,
-            "added": added, "removed": removed, "message": opts.message,
+            "added": added, "removed": removed, "message": super::loggable(&objs, &opts.message),
         }));
     let (objects_written, bytes_written) = store.land(
         &objs,
         &refname,
         Some(parent),
         id,
-        &format!("commit: {}", first_line(&opts.message)),
+        &format!("commit: {}", super::loggable(&objs, &opts.message).unwrap_or_default()),
         &event,
     )?;
 
@@ -190,8 +190,4 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
         bytes_written,
         hook_warnings,
     })
-}
-
-pub(crate) fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or("")
 }

@@ -85,7 +85,18 @@ fn check_namespace(
     report: &mut FsckReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let objs = ObjectSet::new(store.db(), ns);
+    let objs = match store.objects(ns) {
+        Ok(o) => o,
+        Err(e @ (Error::Locked { .. } | Error::RateLimited { .. })) => {
+            report.problems.push(Problem {
+                ns: Some(ns.to_string()),
+                object: None,
+                what: format!("not verified: {e}"),
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let problem = |report: &mut FsckReport, object: Option<ObjectId>, what: String| {
         report.problems.push(Problem {
             ns: Some(ns.to_string()),

@@ -25,6 +25,8 @@ pub struct GcReport {
     pub removed: u64,
     pub removed_bytes: u64,
     pub dry_run: bool,
+    /// Encrypted namespaces skipped because their keys were not available.
+    pub skipped_locked: Vec<String>,
 }
 
 /// Everything reachable in `ns` from refs and reflog entries.
@@ -58,7 +60,15 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport> {
             ..Default::default()
         };
         for ns in store.namespaces()? {
-            let objs = ObjectSet::new(db, &ns);
+            // without its keys a namespace's reachability is unknown: leave it alone
+            let objs = match store.objects(&ns) {
+                Ok(o) => o,
+                Err(Error::Locked { .. } | Error::RateLimited { .. }) => {
+                    report.skipped_locked.push(ns.clone());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let roots: Vec<ObjectId> = db
                 .refs(&ns, "")?
                 .into_iter()

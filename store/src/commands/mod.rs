@@ -72,6 +72,12 @@ pub(crate) fn hook_changes(
     ))
 }
 
+/// A commit message as audit entries and the reflog may show it: encrypted
+/// namespaces keep their messages inside sealed commits only.
+pub(crate) fn loggable(objs: &crate::objects::ObjectSet, message: &str) -> Option<String> {
+    (!objs.is_sealed()).then(|| message.lines().next().unwrap_or("").to_string())
+}
+
 /// Merge `extra` (a JSON object) into `base` (a JSON object).
 pub(crate) fn extend(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
