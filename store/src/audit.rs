@@ -258,7 +258,13 @@ pub fn verify(db: &Db) -> Result<u64> {
 }
 
 /// Entries with this action and outcome (and namespace) at or after `since`.
-pub fn count(db: &Db, action: &str, outcome: Outcome, ns: Option<&str>, since: &str) -> Result<u64> {
+pub fn count(
+    db: &Db,
+    action: &str,
+    outcome: Outcome,
+    ns: Option<&str>,
+    since: &str,
+) -> Result<u64> {
     Ok(db.conn.query_row(
         "SELECT count(*) FROM audit WHERE action = ?1 AND outcome = ?2 AND (?3 IS NULL OR ns = ?3) AND time >= ?4",
         params![action, outcome.as_str(), ns, since],

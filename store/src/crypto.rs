@@ -119,7 +119,10 @@ impl MasterKey {
 
     /// A key for another purpose (JWT signing, unlock tokens), derived one-way.
     pub fn derive(&self, label: &str) -> Secret {
-        Zeroizing::new(hmac(&self.key[..], &[b"quadgit derive v1 ", label.as_bytes()]))
+        Zeroizing::new(hmac(
+            &self.key[..],
+            &[b"quadgit derive v1 ", label.as_bytes()],
+        ))
     }
 
     fn wrap(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -149,7 +152,13 @@ fn open_blob(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8
     }
     let cipher = Aes256Gcm::new(key.into());
     cipher
-        .decrypt(Nonce::from_slice(&blob[..12]), Payload { msg: &blob[12..], aad })
+        .decrypt(
+            Nonce::from_slice(&blob[..12]),
+            Payload {
+                msg: &blob[12..],
+                aad,
+            },
+        )
         .ok()
         .map(Zeroizing::new)
 }
@@ -168,7 +177,11 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
     fn default() -> Self {
-        KdfParams { m_kib: 64 * 1024, t: 3, p: 4 }
+        KdfParams {
+            m_kib: 64 * 1024,
+            t: 3,
+            p: 4,
+        }
     }
 }
 
@@ -222,7 +235,8 @@ impl CryptoRecord {
     }
 
     pub fn from_json(ns: &str, bytes: &[u8]) -> Result<CryptoRecord> {
-        serde_json::from_slice(bytes).map_err(|e| locked(ns, format!("its sys:crypto record is unreadable: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| locked(ns, format!("its sys:crypto record is unreadable: {e}")))
     }
 
     pub fn newest_version(&self) -> u32 {
@@ -269,7 +283,13 @@ pub fn new_key(kek: &MasterKey, ns: &str, version: u32, pw_key: Option<&Secret>)
 }
 
 /// Wrap `dek` as version `version` of `ns`.
-pub fn wrap_key(kek: &MasterKey, ns: &str, version: u32, dek: &Secret, pw_key: Option<&Secret>) -> WrappedKey {
+pub fn wrap_key(
+    kek: &MasterKey,
+    ns: &str,
+    version: u32,
+    dek: &Secret,
+    pw_key: Option<&Secret>,
+) -> WrappedKey {
     let aad = key_aad(ns, version);
     let inner = match pw_key {
         Some(pk) => Zeroizing::new(seal_blob(pk, &dek[..], &aad)),
@@ -283,7 +303,11 @@ pub fn wrap_key(kek: &MasterKey, ns: &str, version: u32, dek: &Secret, pw_key: O
 }
 
 /// A fresh password record (random salt) and the key it derives.
-pub fn new_password(ns: &str, password: &str, params: KdfParams) -> Result<(PasswordRecord, Secret)> {
+pub fn new_password(
+    ns: &str,
+    password: &str,
+    params: KdfParams,
+) -> Result<(PasswordRecord, Secret)> {
     let rec = PasswordRecord {
         kdf: "argon2id".into(),
         params,
@@ -303,7 +327,12 @@ pub fn derive_password_key(ns: &str, rec: &CryptoRecord, password: &str) -> Resu
 }
 
 /// Unwrap every DEK version of a namespace.
-pub fn unwrap_keys(kek: &MasterKey, ns: &str, rec: &CryptoRecord, pw_key: Option<&Secret>) -> Result<BTreeMap<u32, Secret>> {
+pub fn unwrap_keys(
+    kek: &MasterKey,
+    ns: &str,
+    rec: &CryptoRecord,
+    pw_key: Option<&Secret>,
+) -> Result<BTreeMap<u32, Secret>> {
     if kek.id() != rec.kek_id {
         return Err(locked(
             ns,
@@ -326,9 +355,15 @@ pub fn unwrap_keys(kek: &MasterKey, ns: &str, rec: &CryptoRecord, pw_key: Option
         let blob = B64
             .decode(&k.wrapped)
             .map_err(|_| locked(ns, format!("key version {} is not base64", k.version)))?;
-        let inner = kek
-            .unwrap(&blob, &aad)
-            .ok_or_else(|| locked(ns, format!("key version {} does not open with the master key", k.version)))?;
+        let inner = kek.unwrap(&blob, &aad).ok_or_else(|| {
+            locked(
+                ns,
+                format!(
+                    "key version {} does not open with the master key",
+                    k.version
+                ),
+            )
+        })?;
         let dek = match pw_key {
             Some(pk) if rec.password.is_some() => {
                 open_blob(pk, &inner, &aad).ok_or_else(|| locked(ns, "wrong password"))?
@@ -336,12 +371,74 @@ pub fn unwrap_keys(kek: &MasterKey, ns: &str, rec: &CryptoRecord, pw_key: Option
             _ => inner,
         };
         if dek.len() != 32 {
-            return Err(locked(ns, format!("key version {} has the wrong length", k.version)));
+            return Err(locked(
+                ns,
+                format!("key version {} has the wrong length", k.version),
+            ));
         }
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&dek);
         out.insert(k.version, key);
     }
+    Ok(out)
+}
+
+/// Rewrap every key of a record from `old` to `new` master key: only the
+/// outer layer changes, so no password is needed and no object is touched.
+pub fn rewrap_master(
+    old: &MasterKey,
+    new: &MasterKey,
+    ns: &str,
+    rec: &CryptoRecord,
+) -> Result<CryptoRecord> {
+    if old.id() != rec.kek_id {
+        return Err(locked(
+            ns,
+            format!(
+                "its keys are wrapped by master key {} but the old key given is {}",
+                rec.kek_id,
+                old.id()
+            ),
+        ));
+    }
+    let mut out = rec.clone();
+    for k in &mut out.keys {
+        let aad = key_aad(ns, k.version);
+        let blob = B64
+            .decode(&k.wrapped)
+            .map_err(|_| locked(ns, format!("key version {} is not base64", k.version)))?;
+        let inner = old.unwrap(&blob, &aad).ok_or_else(|| {
+            locked(
+                ns,
+                format!(
+                    "key version {} does not open with the old master key",
+                    k.version
+                ),
+            )
+        })?;
+        k.wrapped = B64.encode(new.wrap(&inner, &aad));
+    }
+    out.kek_id = new.id();
+    Ok(out)
+}
+
+/// Rewrap every key of a password namespace under a new password (fresh salt).
+pub fn rewrap_password(
+    kek: &MasterKey,
+    ns: &str,
+    rec: &CryptoRecord,
+    old_pw_key: &Secret,
+    password: &str,
+    params: KdfParams,
+) -> Result<CryptoRecord> {
+    let deks = unwrap_keys(kek, ns, rec, Some(old_pw_key))?;
+    let (prec, new_key) = new_password(ns, password, params)?;
+    let mut out = rec.clone();
+    for k in &mut out.keys {
+        let rewrapped = wrap_key(kek, ns, k.version, &deks[&k.version], Some(&new_key));
+        k.wrapped = rewrapped.wrapped;
+    }
+    out.password = Some(prec);
     Ok(out)
 }
 
@@ -362,7 +459,12 @@ pub struct NsSealer {
 }
 
 impl NsSealer {
-    pub fn new(ns: &str, deks: &BTreeMap<u32, Secret>, sealing: Option<u32>, allow_plain: bool) -> NsSealer {
+    pub fn new(
+        ns: &str,
+        deks: &BTreeMap<u32, Secret>,
+        sealing: Option<u32>,
+        allow_plain: bool,
+    ) -> NsSealer {
         let keys = deks
             .iter()
             .map(|(v, dek)| {
@@ -390,9 +492,14 @@ impl NsSealer {
     }
 
     fn version(&self, v: u32) -> Result<&VersionKeys> {
-        self.keys
-            .get(&v)
-            .ok_or_else(|| locked(&self.ns, format!("an object is sealed under key version {v}, which this namespace no longer has")))
+        self.keys.get(&v).ok_or_else(|| {
+            locked(
+                &self.ns,
+                format!(
+                    "an object is sealed under key version {v}, which this namespace no longer has"
+                ),
+            )
+        })
     }
 }
 
@@ -404,9 +511,17 @@ impl Sealer for NsSealer {
         }
     }
 
-    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
+    fn address_for(
+        &self,
+        key_version: Option<u32>,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Result<ObjectId> {
         match key_version {
-            Some(v) => Ok(ObjectId(hmac(&self.version(v)?.addr[..], &[&[kind as u8], payload]))),
+            Some(v) => Ok(ObjectId(hmac(
+                &self.version(v)?.addr[..],
+                &[&[kind as u8], payload],
+            ))),
             None if self.allow_plain => Ok(ObjectId::hash(kind as u8, payload)),
             None => Err(Error::Other(format!(
                 "an unsealed object sits in encrypted namespace `{}`",
@@ -422,7 +537,13 @@ impl Sealer for NsSealer {
         let nonce = random::<12>();
         let ct = self.keys[&v]
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &body, aad: &self.aad(id) })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &body,
+                    aad: &self.aad(id),
+                },
+            )
             .map_err(|_| Error::Other("AES-GCM sealing failed".into()))?;
         Ok(Some((v, nonce.to_vec(), ct)))
     }
@@ -465,7 +586,13 @@ pub struct UnlockClaims {
 
 /// Issue an unlock token (JWT, HS256 under a key derived from the KEK) that
 /// opens `ns` for `ttl` without the password.
-pub fn issue_token(kek: &MasterKey, ns: &str, actor: &str, pw_key: &Secret, ttl: std::time::Duration) -> Result<String> {
+pub fn issue_token(
+    kek: &MasterKey,
+    ns: &str,
+    actor: &str,
+    pw_key: &Secret,
+    ttl: std::time::Duration,
+) -> Result<String> {
     use jwt::SignWithKey;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sealed = seal_blob(&kek.derive("unlock token key"), &pw_key[..], ns.as_bytes());
@@ -476,7 +603,8 @@ pub fn issue_token(kek: &MasterKey, ns: &str, actor: &str, pw_key: &Secret, ttl:
         exp: now + ttl.as_secs() as i64,
         k: B64.encode(sealed),
     };
-    let key = <HmacSha256 as Mac>::new_from_slice(&kek.derive("jwt signing key")[..]).expect("any key length");
+    let key = <HmacSha256 as Mac>::new_from_slice(&kek.derive("jwt signing key")[..])
+        .expect("any key length");
     claims
         .sign_with_key(&key)
         .map_err(|e| Error::Other(format!("cannot sign token: {e}")))
@@ -485,18 +613,27 @@ pub fn issue_token(kek: &MasterKey, ns: &str, actor: &str, pw_key: &Secret, ttl:
 /// Check an unlock token for `ns`; returns its claims and the password key.
 pub fn check_token(kek: &MasterKey, ns: &str, token: &str) -> Result<(UnlockClaims, Secret)> {
     use jwt::VerifyWithKey;
-    let key = <HmacSha256 as Mac>::new_from_slice(&kek.derive("jwt signing key")[..]).expect("any key length");
+    let key = <HmacSha256 as Mac>::new_from_slice(&kek.derive("jwt signing key")[..])
+        .expect("any key length");
     let claims: UnlockClaims = token
         .verify_with_key(&key)
         .map_err(|_| locked(ns, "the unlock token is invalid (bad signature or format)"))?;
     if claims.ns != ns {
-        return Err(locked(ns, format!("the unlock token is for namespace `{}`", claims.ns)));
+        return Err(locked(
+            ns,
+            format!("the unlock token is for namespace `{}`", claims.ns),
+        ));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if claims.exp <= now {
-        return Err(locked(ns, "the unlock token has expired: run `qg ns unlock` again"));
+        return Err(locked(
+            ns,
+            "the unlock token has expired: run `qg ns unlock` again",
+        ));
     }
-    let blob = B64.decode(&claims.k).map_err(|_| locked(ns, "the unlock token is malformed"))?;
+    let blob = B64
+        .decode(&claims.k)
+        .map_err(|_| locked(ns, "the unlock token is malformed"))?;
     let pk = open_blob(&kek.derive("unlock token key"), &blob, ns.as_bytes())
         .ok_or_else(|| locked(ns, "the unlock token does not open"))?;
     let mut key = Zeroizing::new([0u8; 32]);
@@ -513,7 +650,11 @@ mod tests {
     }
 
     fn small() -> KdfParams {
-        KdfParams { m_kib: 64, t: 1, p: 1 }
+        KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }
     }
 
     #[test]
@@ -522,7 +663,9 @@ mod tests {
         let b64 = MasterKey::parse(&B64.encode([0xabu8; 32])).unwrap();
         assert_eq!(hexed.id(), b64.id());
         assert!(MasterKey::parse("abcd").is_err());
-        let err = MasterKey::parse(&B64.encode([1u8; 16])).unwrap_err().to_string();
+        let err = MasterKey::parse(&B64.encode([1u8; 16]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("16 bytes"), "{err}");
     }
 
@@ -542,7 +685,9 @@ mod tests {
         // another namespace's record cannot be swapped in: the AAD binds the name
         assert!(unwrap_keys(&k, "other", &rec, None).is_err());
         let other = MasterKey::parse(&"22".repeat(32)).unwrap();
-        let err = unwrap_keys(&other, "ns", &rec, None).unwrap_err().to_string();
+        let err = unwrap_keys(&other, "ns", &rec, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("master key"), "{err}");
 
         let (pw, pk) = new_password("ns", "correct horse", small()).unwrap();
@@ -554,9 +699,15 @@ mod tests {
         };
         assert!(unwrap_keys(&k, "ns", &rec, None).is_err());
         let wrong = derive_password_key("ns", &rec, "wrong").unwrap();
-        assert!(unwrap_keys(&k, "ns", &rec, Some(&wrong)).unwrap_err().to_string().contains("wrong password"));
+        assert!(unwrap_keys(&k, "ns", &rec, Some(&wrong))
+            .unwrap_err()
+            .to_string()
+            .contains("wrong password"));
         let right = derive_password_key("ns", &rec, "correct horse").unwrap();
-        assert_eq!(*unwrap_keys(&k, "ns", &rec, Some(&right)).unwrap()[&1], *nk.dek);
+        assert_eq!(
+            *unwrap_keys(&k, "ns", &rec, Some(&right)).unwrap()[&1],
+            *nk.dek
+        );
     }
 
     #[test]
@@ -565,7 +716,11 @@ mod tests {
         let s = NsSealer::new("ns", &deks, Some(1), false);
         let payload = b"<http://example.org/secret> <http://p> \"classified literal\"".repeat(4);
         let (id, bytes) = crate::object::encode(&s, Kind::Node, &payload).unwrap();
-        assert_ne!(id, ObjectId::hash(Kind::Node as u8, &payload), "address must not be the plain hash");
+        assert_ne!(
+            id,
+            ObjectId::hash(Kind::Node as u8, &payload),
+            "address must not be the plain hash"
+        );
         assert!(!bytes.windows(10).any(|w| w == b"classified"));
         let (_, back) = crate::object::decode(&s, "ns", &id, &bytes).unwrap();
         assert_eq!(back, payload);
@@ -573,7 +728,8 @@ mod tests {
         let s2 = NsSealer::new("other", &deks, Some(1), false);
         assert!(crate::object::decode(&s2, "other", &id, &bytes).is_err());
         // a plaintext object is refused in an encrypted namespace
-        let (pid, pbytes) = crate::object::encode(&crate::object::Plain, Kind::Node, &payload).unwrap();
+        let (pid, pbytes) =
+            crate::object::encode(&crate::object::Plain, Kind::Node, &payload).unwrap();
         assert!(crate::object::decode(&s, "ns", &pid, &pbytes).is_err());
     }
 
@@ -585,8 +741,12 @@ mod tests {
         let (claims, back) = check_token(&k, "ns", &t).unwrap();
         assert_eq!((claims.sub.as_str(), *back), ("alice", [9u8; 32]));
         assert!(check_token(&k, "other", &t).is_err());
-        let expired = issue_token(&k, "ns", "alice", &pk, std::time::Duration::from_secs(0)).unwrap();
-        assert!(check_token(&k, "ns", &expired).unwrap_err().to_string().contains("expired"));
+        let expired =
+            issue_token(&k, "ns", "alice", &pk, std::time::Duration::from_secs(0)).unwrap();
+        assert!(check_token(&k, "ns", &expired)
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
         let mut forged = t.clone();
         forged.pop();
         assert!(check_token(&k, "ns", &forged).is_err());

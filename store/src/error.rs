@@ -101,7 +101,11 @@ pub enum Error {
     #[error("bad {what}: {reason}")]
     BadKey { what: String, reason: String },
     #[error("namespace `{ns}`: key version {version} has sealed {sealed} objects, close to the AES-GCM limit of 2^32; rotate it with `qg-rotate-keys dek --ns {ns}`")]
-    KeyExhausted { ns: String, version: u32, sealed: u64 },
+    KeyExhausted {
+        ns: String,
+        version: u32,
+        sealed: u64,
+    },
     #[error("too many failed unlock attempts for namespace `{ns}`; try again in {wait_secs} s")]
     RateLimited { ns: String, wait_secs: u64 },
     #[error("{hook} hook rejected the {operation}: {stderr}")]

@@ -45,6 +45,7 @@ pub mod objects;
 pub mod progress;
 pub mod rdf;
 pub mod refs;
+pub mod rotation;
 pub mod sort;
 pub mod storage;
 pub mod store;

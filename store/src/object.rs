@@ -57,7 +57,8 @@ pub trait Sealer: Send + Sync {
     fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId;
     /// The address of a stored object sealed under `key_version` (None: unsealed);
     /// an error when such an object may not exist in this namespace.
-    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8]) -> Result<ObjectId>;
+    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8])
+        -> Result<ObjectId>;
     /// The key version sealing new objects (None: they are stored unsealed).
     fn sealing_version(&self) -> Option<u32> {
         None
@@ -78,7 +79,12 @@ impl Sealer for Plain {
         ObjectId::hash(kind as u8, payload)
     }
 
-    fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
+    fn address_for(
+        &self,
+        key_version: Option<u32>,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Result<ObjectId> {
         match key_version {
             None => Ok(self.address(kind, payload)),
             Some(v) => Err(Error::Other(format!(

@@ -65,6 +65,11 @@ impl<'a> ObjectSet<'a> {
         self.sealer.sealing_version().is_some()
     }
 
+    /// The key version sealing new objects (None: stored unsealed).
+    pub fn sealing_version(&self) -> Option<u32> {
+        self.sealer.sealing_version()
+    }
+
     /// Raw payload and kind of an object, verified against its id.
     pub fn get(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>)> {
         if let Some((_, bytes)) = self.pending.borrow().objects.get(id) {

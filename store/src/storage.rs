@@ -371,7 +371,9 @@ impl Db {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT version, sealed FROM key_usage WHERE ns=?1 ORDER BY version")?;
-        let rows = stmt.query_map([ns], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let rows = stmt.query_map([ns], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -396,8 +398,12 @@ impl Db {
     // ---- re-encryption bookkeeping ----
 
     pub fn rekey_map(&self, ns: &str) -> Result<std::collections::HashMap<ObjectId, ObjectId>> {
-        let mut stmt = self.conn.prepare_cached("SELECT old, new FROM rekey_map WHERE ns=?1")?;
-        let rows = stmt.query_map([ns], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT old, new FROM rekey_map WHERE ns=?1")?;
+        let rows = stmt.query_map([ns], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = std::collections::HashMap::new();
         for row in rows {
             let (a, b) = row?;
@@ -416,29 +422,40 @@ impl Db {
     }
 
     pub fn clear_rekey_map(&self, ns: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM rekey_map WHERE ns=?1", [ns])?;
+        self.conn
+            .execute("DELETE FROM rekey_map WHERE ns=?1", [ns])?;
         Ok(())
     }
 
     /// Rewrite every ref and reflog target of `ns` through `map` (ids not in it stay).
-    pub fn remap_refs(&self, ns: &str, map: &std::collections::HashMap<ObjectId, ObjectId>) -> Result<()> {
+    pub fn remap_refs(
+        &self,
+        ns: &str,
+        map: &std::collections::HashMap<ObjectId, ObjectId>,
+    ) -> Result<()> {
         for (name, target) in self.refs(ns, "")? {
             if let Some(new) = map.get(&target) {
                 self.set_ref(ns, &name, new)?;
             }
         }
         let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = {
-            let mut stmt = self.conn.prepare("SELECT seq, old, new FROM reflog WHERE ns=?1")?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT seq, old, new FROM reflog WHERE ns=?1")?;
             let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let remap = |v: Option<Vec<u8>>| -> Option<Vec<u8>> {
-            v.map(|b| match ObjectId::from_slice(&b).and_then(|id| map.get(&id)) {
-                Some(n) => n.0.to_vec(),
-                None => b,
-            })
+            v.map(
+                |b| match ObjectId::from_slice(&b).and_then(|id| map.get(&id)) {
+                    Some(n) => n.0.to_vec(),
+                    None => b,
+                },
+            )
         };
-        let mut upd = self.conn.prepare("UPDATE reflog SET old=?2, new=?3 WHERE seq=?1")?;
+        let mut upd = self
+            .conn
+            .prepare("UPDATE reflog SET old=?2, new=?3 WHERE seq=?1")?;
         for (seq, old, new) in rows {
             upd.execute(params![seq, remap(old), remap(new)])?;
         }
@@ -446,7 +463,11 @@ impl Db {
     }
 
     /// Delete every object of `ns` whose id is not in `keep`; returns how many.
-    pub fn delete_objects_except(&self, ns: &str, keep: &std::collections::HashSet<ObjectId>) -> Result<u64> {
+    pub fn delete_objects_except(
+        &self,
+        ns: &str,
+        keep: &std::collections::HashSet<ObjectId>,
+    ) -> Result<u64> {
         let mut n = 0;
         for (id, _) in self.object_ids(ns)? {
             if !keep.contains(&id) {
@@ -459,15 +480,25 @@ impl Db {
 
     /// Overwrite deleted content with zeros from now on (this connection).
     pub fn set_secure_delete(&self, on: bool) -> Result<()> {
-        self.conn.pragma_update(None, "secure_delete", if on { "ON" } else { "OFF" })?;
+        self.conn
+            .pragma_update(None, "secure_delete", if on { "ON" } else { "OFF" })?;
+        Ok(())
+    }
+
+    /// Rebuild the database file: no free page keeps content that was deleted
+    /// or moved before (secure_delete only zeroes what is deleted while it is on).
+    pub fn vacuum(&self) -> Result<()> {
+        self.conn.execute_batch("VACUUM")?;
         Ok(())
     }
 
     /// Copy the WAL into the database and truncate it to zero bytes.
     pub fn checkpoint_truncate(&self) -> Result<()> {
-        let (busy, _, _): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (busy, _, _): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
         if busy != 0 {
             return Err(Error::Other(
                 "the WAL could not be checkpointed because another connection is reading; retry when the store is idle".into(),

@@ -142,7 +142,11 @@ impl Store {
     }
 
     /// Unwrap the data keys of an encrypted namespace with the keyring.
-    pub fn namespace_keys(&self, ns: &str, rec: &CryptoRecord) -> Result<Rc<BTreeMap<u32, Secret>>> {
+    pub fn namespace_keys(
+        &self,
+        ns: &str,
+        rec: &CryptoRecord,
+    ) -> Result<Rc<BTreeMap<u32, Secret>>> {
         if let Some(k) = self.opened.borrow().get(ns) {
             return Ok(k.clone());
         }
@@ -165,7 +169,9 @@ impl Store {
             }
         };
         let keys = Rc::new(keys);
-        self.opened.borrow_mut().insert(ns.to_string(), keys.clone());
+        self.opened
+            .borrow_mut()
+            .insert(ns.to_string(), keys.clone());
         Ok(keys)
     }
 
@@ -191,8 +197,16 @@ impl Store {
     }
 
     fn check_unlock_rate(&self, ns: &str) -> Result<()> {
-        let since = clock::format(time::OffsetDateTime::now_utc() - time::Duration::seconds(UNLOCK_WINDOW_SECS));
-        let recent = audit::count(&self.db, "ns.unlock", audit::Outcome::Denied, Some(ns), &since)?;
+        let since = clock::format(
+            time::OffsetDateTime::now_utc() - time::Duration::seconds(UNLOCK_WINDOW_SECS),
+        );
+        let recent = audit::count(
+            &self.db,
+            "ns.unlock",
+            audit::Outcome::Denied,
+            Some(ns),
+            &since,
+        )?;
         if recent >= UNLOCK_ATTEMPTS {
             return Err(Error::RateLimited {
                 ns: ns.to_string(),
@@ -227,10 +241,14 @@ impl Store {
         }
         self.opened.borrow_mut().remove(ns);
         let kek = self.master_key()?;
-        let password = self.keyring.password.as_ref().ok_or_else(|| Error::Locked {
-            ns: ns.to_string(),
-            reason: "no password given (QG_PASSWORD or the prompt)".into(),
-        })?;
+        let password = self
+            .keyring
+            .password
+            .as_ref()
+            .ok_or_else(|| Error::Locked {
+                ns: ns.to_string(),
+                reason: "no password given (QG_PASSWORD or the prompt)".into(),
+            })?;
         self.check_unlock_rate(ns)?;
         let pw_key = crypto::derive_password_key(ns, &rec, password)?;
         if crypto::unwrap_keys(kek, ns, &rec, Some(&pw_key)).is_err() {
@@ -296,7 +314,12 @@ impl Store {
     }
 
     /// Objects of `ns` written under key version `sealing` (re-encryption).
-    pub fn objects_sealed_with(&self, ns: &str, rec: &CryptoRecord, sealing: u32) -> Result<ObjectSet<'_>> {
+    pub fn objects_sealed_with(
+        &self,
+        ns: &str,
+        rec: &CryptoRecord,
+        sealing: u32,
+    ) -> Result<ObjectSet<'_>> {
         let keys = self.namespace_keys(ns, rec)?;
         let sealer = NsSealer::new(ns, &keys, Some(sealing), true);
         Ok(ObjectSet::with_sealer(&self.db, ns, Box::new(sealer)))
@@ -347,7 +370,9 @@ impl Store {
             };
             let keys: BTreeMap<u32, Secret> = [(1, nk.dek)].into();
             let sealer = NsSealer::new(ns, &keys, Some(1), false);
-            self.opened.borrow_mut().insert(ns.to_string(), Rc::new(keys));
+            self.opened
+                .borrow_mut()
+                .insert(ns.to_string(), Rc::new(keys));
             record = Some(rec);
             ObjectSet::with_sealer(&self.db, ns, Box::new(sealer))
         } else {
@@ -386,11 +411,14 @@ impl Store {
             )?;
             audit::append(
                 db,
-                &Event::new(&self.actor, "ns.create").ns(ns).target(ns).detail(serde_json::json!({
-                    "encrypted": record.is_some(),
-                    "password": record.as_ref().is_some_and(|r| r.password.is_some()),
-                    "kek_id": record.as_ref().map(|r| r.kek_id.clone()),
-                })),
+                &Event::new(&self.actor, "ns.create")
+                    .ns(ns)
+                    .target(ns)
+                    .detail(serde_json::json!({
+                        "encrypted": record.is_some(),
+                        "password": record.as_ref().is_some_and(|r| r.password.is_some()),
+                        "kek_id": record.as_ref().map(|r| r.kek_id.clone()),
+                    })),
             )?;
             Ok(())
         })?;
@@ -457,6 +485,16 @@ impl Store {
         self.db.write(|db| {
             if db.namespace_default_branch(ns)?.is_none() {
                 return Err(Error::NoNamespace(ns.to_string()));
+            }
+            // a key rotation may have switched keys since `objs` was opened
+            let current = match db.crypto_record(ns)? {
+                Some(b) => CryptoRecord::from_json(ns, &b)?.current,
+                None => None,
+            };
+            if current != objs.sealing_version() {
+                return Err(Error::Other(format!(
+                    "the keys of namespace `{ns}` were rotated while this operation ran; nothing was written, retry"
+                )));
             }
             let actual = db.get_ref(ns, refname)?;
             if actual != expected {

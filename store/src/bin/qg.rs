@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use qg_store::cli::{self, GlobalArgs, EXIT_FAILED, EXIT_OK};
 use qg_store::commands::{branch, bulk_load, commit, diff, export, fsck, gc, log, merge, query};
+use qg_store::crypto::KdfParams;
 use qg_store::merge::Strategy;
 use qg_store::rdf::{Format, Source};
-use qg_store::tree::Change;
-use qg_store::crypto::KdfParams;
 use qg_store::store::NamespaceOptions;
+use qg_store::tree::Change;
 use qg_store::{audit, rdf, Error, Store};
 
 #[derive(Parser)]
@@ -227,7 +227,9 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| format!("bad duration `{s}`: use e.g. 90s, 15m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("bad duration `{s}`: use e.g. 90s, 15m, 1h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -335,7 +337,9 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     store.set_keyring(keyring);
                     let token = store.unlock(name, *ttl)?;
                     if g.json {
-                        cli::print_json(&serde_json::json!({"namespace": name, "token": token, "expires_in_secs": ttl.as_secs()}))?;
+                        cli::print_json(
+                            &serde_json::json!({"namespace": name, "token": token, "expires_in_secs": ttl.as_secs()}),
+                        )?;
                     } else {
                         println!("{token}");
                     }

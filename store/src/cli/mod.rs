@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::crypto::MasterKey;
 use crate::error::{Error, ErrorKind};
 use crate::progress::Progress;
-use crate::crypto::MasterKey;
 use crate::store::{Keyring, Store};
 use zeroize::Zeroizing;
 

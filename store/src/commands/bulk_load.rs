@@ -151,6 +151,9 @@ pub fn bulk_load(
         }
         let tree = builder.finish()?;
         progress.finish();
+        if tree == parent_commit.tree {
+            return Err(Error::EmptyCommit(branch.clone()));
+        }
         let added = quads - parent_commit.quads;
         let author = opts
             .author
@@ -190,7 +193,10 @@ pub fn bulk_load(
             &refname,
             Some(parent),
             id,
-            &format!("bulk-load: {}", super::loggable(&objs, &opts.message).unwrap_or_default()),
+            &format!(
+                "bulk-load: {}",
+                super::loggable(&objs, &opts.message).unwrap_or_default()
+            ),
             &event,
         )?;
         for hook in [Hook::PostCommit, Hook::PostReceive] {

@@ -161,7 +161,10 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
         &refname,
         Some(parent),
         id,
-        &format!("commit: {}", super::loggable(&objs, &opts.message).unwrap_or_default()),
+        &format!(
+            "commit: {}",
+            super::loggable(&objs, &opts.message).unwrap_or_default()
+        ),
         &event,
     )?;
 

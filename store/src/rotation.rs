@@ -1,0 +1,534 @@
+//! Key rotation: rewrapping keys (master key, password) and re-encrypting a
+//! namespace's objects (new data key, or plaintext to encrypted).
+//!
+//! Re-encryption is a resumable job recorded in the namespace's `sys:crypto`
+//! record. It copies every reachable object bottom-up under the new key,
+//! writing each batch of new objects together with its old→new id mapping in
+//! one transaction; a killed run leaves a consistent store (still readable
+//! under the old key) and the next run continues from the mapping. The switch
+//! (refs and reflog rewritten, old objects securely deleted, old key dropped)
+//! is one transaction, followed by a `VACUUM` (no free page keeps old bytes)
+//! and a WAL checkpoint that truncates the log.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, Event};
+use crate::commit::Commit;
+use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey, RekeyJob};
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::object::Kind;
+use crate::objects::ObjectSet;
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::tree::Node;
+use crate::{clock, storage::Db};
+
+/// Result of rewrapping under a new master key.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterRotation {
+    pub old_kek_id: String,
+    pub new_kek_id: String,
+    /// Encrypted namespaces whose keys were rewrapped.
+    pub namespaces: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Rewrap the keys of every encrypted namespace under `new`, in one
+/// transaction. Object data is not touched, so the time does not depend on
+/// the size of the store.
+pub fn rotate_master(store: &Store, new: &MasterKey, dry_run: bool) -> Result<MasterRotation> {
+    let old = store.master_key()?;
+    if old.id() == new.id() {
+        return Err(Error::BadKey {
+            what: "new master key".into(),
+            reason: "it is the same as the current one".into(),
+        });
+    }
+    let result = store.db().write(|db| {
+        let mut done = Vec::new();
+        for ns in store.namespaces()? {
+            let Some(bytes) = db.crypto_record(&ns)? else {
+                continue;
+            };
+            let rec = CryptoRecord::from_json(&ns, &bytes)?;
+            let new_rec = crypto::rewrap_master(old, new, &ns, &rec)?;
+            if !dry_run {
+                db.set_crypto_record(&ns, Some(&new_rec.to_json()))?;
+            }
+            done.push(ns);
+        }
+        let report = MasterRotation {
+            old_kek_id: old.id(),
+            new_kek_id: new.id(),
+            namespaces: done,
+            dry_run,
+        };
+        if !dry_run {
+            audit::append(
+                db,
+                &Event::new(store.actor(), "key.rotate.master")
+                    .target(format!("kek:{}", new.id()))
+                    .detail(serde_json::json!({
+                        "old_kek_id": report.old_kek_id, "new_kek_id": report.new_kek_id,
+                        "namespaces": report.namespaces,
+                    })),
+            )?;
+        }
+        Ok(report)
+    })?;
+    store.forget_keys();
+    Ok(result)
+}
+
+/// Result of a password change.
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswordChange {
+    pub ns: String,
+    pub key_versions: Vec<u32>,
+    pub kdf: KdfParams,
+    pub dry_run: bool,
+}
+
+/// Rewrap the keys of password namespace `ns` under a new password.
+pub fn change_password(
+    store: &Store,
+    ns: &str,
+    new_password: &str,
+    kdf: Option<KdfParams>,
+    dry_run: bool,
+) -> Result<PasswordChange> {
+    if new_password.is_empty() {
+        return Err(Error::BadKey {
+            what: "new password".into(),
+            reason: "it is empty".into(),
+        });
+    }
+    let rec = store.crypto_record(ns)?.ok_or_else(|| Error::Locked {
+        ns: ns.to_string(),
+        reason: "it is not encrypted, so it has no password".into(),
+    })?;
+    let Some(prec) = rec.password.clone() else {
+        return Err(Error::Locked {
+            ns: ns.to_string(),
+            reason: "it is not password-protected".into(),
+        });
+    };
+    let kek = store.master_key()?;
+    let old_key = store.password_key(ns, &rec)?;
+    if crypto::unwrap_keys(kek, ns, &rec, Some(&old_key)).is_err() {
+        store.record(
+            &Event::new(store.actor(), "ns.unlock")
+                .ns(ns)
+                .target(ns)
+                .outcome(audit::Outcome::Denied)
+                .detail(serde_json::json!({"reason": "wrong password (password change)"})),
+        )?;
+        return Err(Error::Locked {
+            ns: ns.to_string(),
+            reason: "wrong password".into(),
+        });
+    }
+    let params = kdf.unwrap_or(prec.params);
+    let new_rec = crypto::rewrap_password(kek, ns, &rec, &old_key, new_password, params)?;
+    let report = PasswordChange {
+        ns: ns.to_string(),
+        key_versions: rec.keys.iter().map(|k| k.version).collect(),
+        kdf: params,
+        dry_run,
+    };
+    if !dry_run {
+        store.db().write(|db| {
+            let current = db.crypto_record(ns)?;
+            if current.as_deref() != Some(&rec.to_json()[..]) {
+                return Err(Error::Other(format!(
+                    "the keys of namespace `{ns}` changed while the password was being changed; retry"
+                )));
+            }
+            db.set_crypto_record(ns, Some(&new_rec.to_json()))?;
+            audit::append(
+                db,
+                &Event::new(store.actor(), "key.rotate.password")
+                    .ns(ns)
+                    .target(ns)
+                    .detail(serde_json::json!({"key_versions": report.key_versions, "kdf": params})),
+            )
+        })?;
+        store.forget_keys();
+    }
+    Ok(report)
+}
+
+/// Which re-encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RekeyKind {
+    /// A new data key for an encrypted namespace.
+    Dek,
+    /// First encryption of a plaintext namespace.
+    Encrypt,
+}
+
+impl RekeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            RekeyKind::Dek => "dek",
+            RekeyKind::Encrypt => "encrypt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RekeyOptions {
+    /// Report what would change without changing anything.
+    pub dry_run: bool,
+    /// Objects per transaction while copying.
+    pub batch_objects: usize,
+}
+
+impl Default for RekeyOptions {
+    fn default() -> Self {
+        RekeyOptions {
+            dry_run: false,
+            batch_objects: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RekeyReport {
+    pub ns: String,
+    pub kind: String,
+    /// Key version before (None: plaintext) and after.
+    pub from_version: Option<u32>,
+    pub to_version: u32,
+    pub kek_id: String,
+    /// The run continued a job a killed run had started.
+    pub resumed: bool,
+    /// Objects currently stored in the namespace (before).
+    pub objects_before: u64,
+    pub bytes_before: u64,
+    /// Objects written under the new key by this run.
+    pub objects_rewritten: u64,
+    /// Old objects deleted at the switch (unreachable ones included).
+    pub objects_deleted: u64,
+    /// The namespace was already encrypted; nothing was done (`encrypt` only).
+    pub already_done: bool,
+    pub dry_run: bool,
+}
+
+/// Re-encrypt every object of `ns` (see the module docs).
+pub fn rekey(
+    store: &Store,
+    ns: &str,
+    kind: RekeyKind,
+    opts: &RekeyOptions,
+    progress: &dyn Progress,
+) -> Result<RekeyReport> {
+    let kek = store.master_key()?;
+    let db = store.db();
+    let (objects_before, bytes_before) = {
+        store.default_branch(ns)?;
+        db.object_stats(ns)?
+    };
+    let mut report = RekeyReport {
+        ns: ns.to_string(),
+        kind: kind.name().into(),
+        kek_id: kek.id(),
+        objects_before,
+        bytes_before,
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let existing = store.crypto_record(ns)?;
+    let existing_raw = db.crypto_record(ns)?;
+    // 1. start the job, or find the one a killed run left
+    let rec = match (kind, existing) {
+        (_, Some(rec)) if rec.job.is_some() => {
+            let job = rec.job.clone().expect("checked");
+            if job.kind != kind.name() {
+                return Err(Error::Other(format!(
+                    "namespace `{ns}` has an unfinished `{}` job; finish it with `qg-rotate-keys {} --ns {ns}` first",
+                    job.kind, job.kind
+                )));
+            }
+            report.resumed = true;
+            rec
+        }
+        (RekeyKind::Encrypt, Some(_)) => {
+            report.already_done = true;
+            let rec = store.crypto_record(ns)?.expect("exists");
+            report.to_version = rec.current.unwrap_or(0);
+            report.from_version = rec.current;
+            if !opts.dry_run {
+                finish_erase(db)?;
+            }
+            return Ok(report);
+        }
+        (RekeyKind::Dek, None) => {
+            return Err(Error::Locked {
+                ns: ns.to_string(),
+                reason: "it is not encrypted; use `qg-rotate-keys encrypt` first".into(),
+            })
+        }
+        (RekeyKind::Encrypt, None) => {
+            let nk = crypto::new_key(kek, ns, 1, None);
+            CryptoRecord {
+                format: 1,
+                kek_id: kek.id(),
+                current: None,
+                keys: vec![nk.wrapped],
+                password: None,
+                job: Some(RekeyJob {
+                    kind: kind.name().into(),
+                    from: None,
+                    to: 1,
+                    started: clock::now(),
+                }),
+            }
+        }
+        (RekeyKind::Dek, Some(rec)) => {
+            let to = rec.newest_version() + 1;
+            let pw_key = match rec.password {
+                Some(_) => Some(store.password_key(ns, &rec)?),
+                None => None,
+            };
+            // proves the keyring opens the namespace before anything is written
+            store.namespace_keys(ns, &rec)?;
+            let nk = crypto::new_key(kek, ns, to, pw_key.as_ref());
+            let mut rec = rec;
+            rec.job = Some(RekeyJob {
+                kind: kind.name().into(),
+                from: rec.current,
+                to,
+                started: clock::now(),
+            });
+            rec.keys.push(nk.wrapped);
+            rec
+        }
+    };
+    let job = rec.job.clone().expect("job set");
+    report.from_version = job.from;
+    report.to_version = job.to;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if !report.resumed {
+        db.write(|db| {
+            if db.crypto_record(ns)? != existing_raw {
+                return Err(Error::Other(format!(
+                    "the keys of namespace `{ns}` changed while the job was starting; retry"
+                )));
+            }
+            db.set_crypto_record(ns, Some(&rec.to_json()))?;
+            audit::append(
+                db,
+                &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
+                    .ns(ns)
+                    .target(ns)
+                    .detail(serde_json::json!({"phase": "start", "from_version": job.from, "to_version": job.to, "kek_id": kek.id()})),
+            )?;
+            Ok(())
+        })?;
+        store.forget_keys();
+    }
+
+    // 2. copy everything reachable under the new key, in batches
+    let reader = store.objects(ns)?;
+    let writer = store.objects_sealed_with(ns, &rec, job.to)?;
+    let mut map = db.rekey_map(ns)?;
+    let already = map.len() as u64;
+    progress.start(
+        &format!("re-encrypting {ns}"),
+        Some(objects_before.saturating_sub(already)),
+    );
+    let mut copier = Copier {
+        reader: &reader,
+        writer: &writer,
+        map: &mut map,
+        pending: Vec::new(),
+        written: 0,
+        batch: opts.batch_objects.max(1),
+        progress,
+    };
+    let roots = root_ids(db, ns)?;
+    for root in &roots {
+        copier.ensure(*root, Kind::Commit, true)?;
+    }
+    copier.flush(true)?;
+    progress.finish();
+
+    // 3. switch in one transaction: catch up with commits made meanwhile,
+    //    remap refs, drop old objects (zeroed) and the old key
+    db.set_secure_delete(true)?;
+    let switched = db.write(|db| {
+        let roots = root_ids(db, ns)?;
+        for root in &roots {
+            copier.ensure(*root, Kind::Commit, false)?;
+        }
+        copier.flush_in_tx()?;
+        db.remap_refs(ns, copier.map)?;
+        let keep: HashSet<ObjectId> = copier.map.values().copied().collect();
+        let deleted = db.delete_objects_except(ns, &keep)?;
+        let mut rec = CryptoRecord::from_json(ns, &db.crypto_record(ns)?.unwrap_or_default())?;
+        rec.current = Some(job.to);
+        rec.job = None;
+        if let Some(old) = job.from {
+            rec.keys.retain(|k| k.version != old);
+            db.delete_key_usage(ns, old)?;
+        }
+        db.set_crypto_record(ns, Some(&rec.to_json()))?;
+        db.clear_rekey_map(ns)?;
+        audit::append(
+            db,
+            &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
+                .ns(ns)
+                .target(ns)
+                .detail(serde_json::json!({
+                    "phase": "done", "from_version": job.from, "to_version": job.to, "kek_id": kek.id(),
+                    "objects_rewritten": copier.written + already, "objects_deleted": deleted,
+                })),
+        )?;
+        Ok(deleted)
+    });
+    db.set_secure_delete(false)?;
+    report.objects_deleted = switched?;
+    report.objects_rewritten = copier.written;
+    store.forget_keys();
+    // 4. rebuild the file so no free page keeps old content, then push
+    //    everything out of the WAL and truncate it
+    finish_erase(db)?;
+    Ok(report)
+}
+
+fn finish_erase(db: &Db) -> Result<()> {
+    db.vacuum()?;
+    checkpoint_with_retry(db)
+}
+
+fn checkpoint_with_retry(db: &Db) -> Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match db.checkpoint_truncate() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(last.expect("tried"))
+}
+
+fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {
+    let mut out: Vec<ObjectId> = db.refs(ns, "")?.into_iter().map(|(_, id)| id).collect();
+    out.extend(db.reflog_targets(ns)?);
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Copies objects bottom-up from `reader` to `writer`, remembering old → new ids.
+struct Copier<'a, 'o> {
+    reader: &'a ObjectSet<'o>,
+    writer: &'a ObjectSet<'o>,
+    map: &'a mut HashMap<ObjectId, ObjectId>,
+    pending: Vec<(ObjectId, ObjectId)>,
+    written: u64,
+    batch: usize,
+    progress: &'a dyn Progress,
+}
+
+impl Copier<'_, '_> {
+    /// Make sure `root` and everything below it has a copy. `batched`:
+    /// commit batches in their own transactions (else the caller's).
+    fn ensure(&mut self, root: ObjectId, kind: Kind, batched: bool) -> Result<()> {
+        // (id, kind, children pushed?)
+        let mut stack = vec![(root, kind, false)];
+        while let Some((id, kind, expanded)) = stack.pop() {
+            if self.map.contains_key(&id) {
+                continue;
+            }
+            let (real_kind, payload) = self.reader.get(&id)?;
+            if real_kind != kind {
+                return Err(Error::CorruptObject {
+                    ns: self.reader.ns().to_string(),
+                    id,
+                    reason: format!("expected a {}, found a {}", kind.name(), real_kind.name()),
+                });
+            }
+            if !expanded {
+                stack.push((id, kind, true));
+                match kind {
+                    Kind::Commit => {
+                        let c: Commit =
+                            serde_json::from_slice(&payload).map_err(|e| Error::CorruptObject {
+                                ns: self.reader.ns().to_string(),
+                                id,
+                                reason: format!("bad commit: {e}"),
+                            })?;
+                        stack.push((c.tree, Kind::Node, false));
+                        stack.extend(c.parents.iter().map(|p| (*p, Kind::Commit, false)));
+                    }
+                    Kind::Node => {
+                        let node =
+                            Node::decode(&payload).map_err(|reason| Error::CorruptObject {
+                                ns: self.reader.ns().to_string(),
+                                id,
+                                reason,
+                            })?;
+                        stack.extend(node.children.iter().map(|c| (c.id, Kind::Node, false)));
+                    }
+                }
+                continue;
+            }
+            let new_payload = match kind {
+                Kind::Commit => {
+                    let mut c: Commit = serde_json::from_slice(&payload)
+                        .map_err(|e| Error::Other(e.to_string()))?;
+                    c.tree = self.map[&c.tree];
+                    for p in &mut c.parents {
+                        *p = self.map[p];
+                    }
+                    serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
+                }
+                Kind::Node => {
+                    let mut node = Node::decode(&payload).map_err(Error::Other)?;
+                    for c in &mut node.children {
+                        c.id = self.map[&c.id];
+                    }
+                    node.encode()
+                }
+            };
+            let new_id = self.writer.put(kind, &new_payload)?;
+            self.map.insert(id, new_id);
+            self.pending.push((id, new_id));
+            self.written += 1;
+            self.progress.inc(1);
+            if batched {
+                self.flush(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the pending batch (when full, or `force`) in its own transaction.
+    fn flush(&mut self, force: bool) -> Result<()> {
+        if self.pending.is_empty() || (!force && self.pending.len() < self.batch) {
+            return Ok(());
+        }
+        let db = self.writer.db();
+        db.write(|_| self.flush_in_tx())
+    }
+
+    /// Write the pending objects and their mapping rows in the caller's transaction.
+    fn flush_in_tx(&mut self) -> Result<()> {
+        let db = self.writer.db();
+        self.writer.flush()?;
+        for (old, new) in self.pending.drain(..) {
+            db.put_rekey_map(self.writer.ns(), &old, &new)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! qg-rotate-keys end to end: the binary against real stores, with `kill -9`
+//! at random moments during `encrypt` and `dek`, raw-file checks for leftover
+//! plaintext, and the master-key and password rewraps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use qg_store::commands::{branch, commit, export, fsck};
+use qg_store::crypto::MasterKey;
+use qg_store::progress::NoProgress;
+use qg_store::rdf::Source;
+use qg_store::store::{Keyring, NamespaceOptions};
+use qg_store::Store;
+
+const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const KEY2: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_qg-rotate-keys")
+}
+
+fn keyring(key: &str, password: Option<&str>) -> Keyring {
+    Keyring {
+        master: Some(MasterKey::parse(key).unwrap()),
+        password: password.map(|p| zeroize::Zeroizing::new(p.to_string())),
+        unlock_token: None,
+    }
+}
+
+fn open(dir: &Path, key: &str, password: Option<&str>) -> Store {
+    let mut s = Store::open(dir).unwrap();
+    s.set_keyring(keyring(key, password));
+    s
+}
+
+fn tool(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.env("QG_DATA", dir)
+        .env("QUADGIT_MASTER_KEY", KEY)
+        .env("QG_ACTOR", "rotator")
+        .env_remove("QG_PASSWORD")
+        .env_remove("QG_NEW_PASSWORD")
+        .env_remove("QG_NS")
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn text(range: std::ops::Range<usize>, tag: &str) -> String {
+    range
+        .map(|i| format!("<http://example.org/{tag}/s{i}> <http://example.org/p> \"Literal{tag}{i}\" <http://example.org/g{}> .\n", i % 4))
+        .collect()
+}
+
+fn add(store: &Store, ns: &str, branch_name: &str, body: String, msg: &str) {
+    commit::commit(
+        store,
+        &commit::CommitOptions {
+            ns: ns.into(),
+            branch: Some(branch_name.into()),
+            message: msg.into(),
+            add: vec![Source::Text {
+                name: msg.into(),
+                text: body,
+            }],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+/// Every branch and tag of `ns` with its exported quads.
+fn snapshot(store: &Store, ns: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let refs = branch::branches(store, ns)
+        .unwrap()
+        .into_iter()
+        .chain(branch::tags(store, ns).unwrap())
+        .map(|r| r.name);
+    for name in refs {
+        let mut buf = Vec::new();
+        export::export(
+            store,
+            &export::ExportOptions {
+                ns: ns.into(),
+                reference: Some(name.clone()),
+                ..Default::default()
+            },
+            &mut buf,
+        )
+        .unwrap();
+        out.insert(name, String::from_utf8(buf).unwrap());
+    }
+    out
+}
+
+/// A store with namespace `data` holding history on two branches and a tag.
+fn template(encrypted: bool) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut store = Store::init(&dir).unwrap();
+    store.set_keyring(keyring(KEY, None));
+    store
+        .create_namespace_with(
+            "data",
+            &NamespaceOptions {
+                encrypted,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for round in 0..4 {
+        add(
+            &store,
+            "data",
+            "main",
+            text(round * 3000..(round + 1) * 3000, "m"),
+            &format!("round {round}"),
+        );
+    }
+    branch::create_branch(&store, "data", "side", Some("main~2")).unwrap();
+    add(&store, "data", "side", text(0..500, "side"), "side work");
+    branch::create_tag(&store, "data", "v1", Some("main~1")).unwrap();
+    drop(store);
+    (tmp, dir)
+}
+
+fn copy_store(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("hooks")).unwrap();
+    std::fs::copy(from.join("qg.sqlite"), to.join("qg.sqlite")).unwrap();
+}
+
+fn raw(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in ["qg.sqlite", "qg.sqlite-wal"] {
+        if let Ok(b) = std::fs::read(dir.join(f)) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+fn has(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn assert_clean(store: &Store) {
+    let r = fsck::fsck(store, &fsck::FsckOptions::default(), &NoProgress).unwrap();
+    assert!(r.is_clean(), "fsck: {:?}", r.problems);
+    qg_store::audit::verify(store.db()).unwrap();
+}
+
+/// Kill `args` at spread-out moments, then re-run it to the end.
+fn kill_and_resume(tpl: &Path, args: &[&str], check: impl Fn(&Path)) {
+    let mut resumed = 0;
+    for i in 0..10u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        copy_store(tpl, &dir);
+        let mut child = tool(&dir, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + i * 23 % 170));
+        let _ = child.kill();
+        let _ = child.wait();
+        if ok(&mut tool(&dir, args)).contains("resumed") {
+            resumed += 1;
+        }
+        check(&dir);
+    }
+    eprintln!("{args:?}: {resumed} of 10 re-runs resumed a killed job");
+}
+
+#[test]
+fn encrypt_survives_kill_9_and_leaves_no_plaintext() {
+    let (_t, tpl) = template(false);
+    let before = snapshot(&open(&tpl, KEY, None), "data");
+    assert!(
+        has(&raw(&tpl), "Literalm"),
+        "the template must hold plaintext for this test to mean anything"
+    );
+    kill_and_resume(&tpl, &["--ns", "data", "encrypt", "--batch", "7"], |dir| {
+        let store = open(dir, KEY, None);
+        assert_eq!(snapshot(&store, "data"), before);
+        assert_clean(&store);
+        let rec = store.crypto_record("data").unwrap().unwrap();
+        assert!(rec.job.is_none() && rec.current == Some(1));
+        let bytes = raw(dir);
+        for needle in ["Literalm", "example.org/m/", "Literalside"] {
+            assert!(
+                !has(&bytes, needle),
+                "plaintext `{needle}` left in the files"
+            );
+        }
+        // a second run is a no-op that says so
+        let out = ok(&mut tool(dir, &["--ns", "data", "encrypt", "--json"]));
+        assert!(out.contains("\"already_done\": true"), "{out}");
+    });
+}
+
+#[test]
+fn dek_rotation_survives_kill_9_and_drops_the_old_key() {
+    let (_t, tpl) = template(true);
+    let before = snapshot(&open(&tpl, KEY, None), "data");
+    kill_and_resume(&tpl, &["--ns", "data", "dek", "--batch", "7"], |dir| {
+        let store = open(dir, KEY, None);
+        assert_eq!(snapshot(&store, "data"), before);
+        assert_clean(&store);
+        let rec = store.crypto_record("data").unwrap().unwrap();
+        assert!(rec.job.is_none());
+        assert_eq!(
+            rec.keys.len(),
+            1,
+            "old key versions must be gone: {:?}",
+            rec.keys
+        );
+        assert!(rec.current.unwrap() >= 2);
+        let usage = store.db().key_usage("data").unwrap();
+        assert_eq!(usage.len(), 1, "{usage:?}");
+    });
+}
+
+#[test]
+fn dry_runs_change_nothing() {
+    let (_t, dir) = template(false);
+    let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
+    let out = ok(&mut tool(&dir, &["--ns", "data", "encrypt", "--dry-run"]));
+    assert!(out.starts_with("would re-encrypt"), "{out}");
+    let key2 = dir.parent().unwrap().join("new.key");
+    std::fs::write(&key2, KEY2).unwrap();
+    ok(&mut tool(
+        &dir,
+        &[
+            "master",
+            "--new-key-file",
+            key2.to_str().unwrap(),
+            "--dry-run",
+        ],
+    ));
+    assert!(std::fs::read(dir.join("qg.sqlite")).unwrap() == before);
+}
+
+#[test]
+fn master_rotation_rewraps_without_touching_objects() {
+    let (_t, dir) = template(true);
+    let store = open(&dir, KEY, None);
+    store
+        .create_namespace_with(
+            "pw",
+            &NamespaceOptions {
+                password: Some(zeroize::Zeroizing::new("hunter2".into())),
+                kdf: Some(qg_store::crypto::KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let before = snapshot(&store, "data");
+    let objects_before = store.db().object_ids("data").unwrap();
+    drop(store);
+    let key2 = dir.parent().unwrap().join("new.key");
+    std::fs::write(&key2, KEY2).unwrap();
+    let out = ok(&mut tool(
+        &dir,
+        &["master", "--new-key-file", key2.to_str().unwrap(), "--json"],
+    ));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["namespaces"], serde_json::json!(["data", "pw"]));
+    // the old key no longer opens anything; the new one opens everything
+    let old = open(&dir, KEY, None);
+    assert!(matches!(
+        old.objects("data"),
+        Err(qg_store::Error::Locked { .. })
+    ));
+    let new = open(&dir, KEY2, None);
+    assert_eq!(snapshot(&new, "data"), before);
+    assert_eq!(
+        new.db().object_ids("data").unwrap(),
+        objects_before,
+        "object data must not change"
+    );
+    let new = open(&dir, KEY2, Some("hunter2"));
+    new.objects("pw").unwrap();
+    assert_clean(&new);
+    // a wrong old key is refused with exit 2 and changes nothing
+    let o = tool(&dir, &["master", "--new-key-file", key2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn password_change_old_fails_new_works() {
+    let (_t, dir) = template(false);
+    let store = open(&dir, KEY, None);
+    store
+        .create_namespace_with(
+            "pw",
+            &NamespaceOptions {
+                password: Some(zeroize::Zeroizing::new("old pass".into())),
+                kdf: Some(qg_store::crypto::KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    drop(store);
+    let o = tool(&dir, &["--ns", "pw", "password"])
+        .env("QG_PASSWORD", "wrong")
+        .env("QG_NEW_PASSWORD", "new pass")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    ok(tool(&dir, &["--ns", "pw", "password"])
+        .env("QG_PASSWORD", "old pass")
+        .env("QG_NEW_PASSWORD", "new pass"));
+    assert!(open(&dir, KEY, Some("old pass")).objects("pw").is_err());
+    open(&dir, KEY, Some("new pass")).objects("pw").unwrap();
+    let status = ok(&mut tool(&dir, &["status", "--json"]));
+    let j: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let pw = j["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pw")
+        .unwrap()
+        .clone();
+    assert_eq!(pw["password"], true);
+    assert_eq!(pw["encrypted"], true);
+}
+
+#[test]
+fn missing_master_key_is_exit_2() {
+    let (_t, dir) = template(false);
+    let o = tool(&dir, &["--ns", "data", "encrypt"])
+        .env_remove("QUADGIT_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("QUADGIT_MASTER_KEY"));
+    let o = tool(&dir, &["--ns", "data", "dek"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "dek on a plaintext namespace");
+}
