@@ -18,7 +18,7 @@ use crate::rdf::{BlankNodes, Format, Source};
 use crate::sort::Sorter;
 use crate::store::Store;
 use crate::tree::{Builder, Scan};
-use crate::{clock, refs};
+use crate::clock;
 
 /// What to load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,19 +74,11 @@ pub fn bulk_load(
 ) -> Result<BulkLoadResult> {
     let ns = opts.ns.as_str();
     let objs = store.objects(ns)?;
-    let branch = match &opts.branch {
-        Some(b) => b.clone(),
-        None => store.default_branch(ns)?,
-    };
-    refs::validate_name("branch", &branch)?;
-    let refname = refs::branch(&branch);
-    let parent = store
-        .db()
-        .get_ref(ns, &refname)?
-        .ok_or_else(|| Error::UnknownRef {
-            ns: ns.to_string(),
-            reference: branch.clone(),
-        })?;
+    let super::Target {
+        branch,
+        refname,
+        head: parent,
+    } = super::target_branch(store, ns, opts.branch.as_deref())?;
     let parent_commit = Commit::load(&objs, &parent)?;
 
     // 1. parse and sort (nothing is written if the input is malformed)

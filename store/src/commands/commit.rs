@@ -10,7 +10,7 @@ use crate::id::ObjectId;
 use crate::rdf::{BlankNodes, Format, Source};
 use crate::store::Store;
 use crate::tree::{self, Change, Diff};
-use crate::{clock, refs};
+use crate::clock;
 
 /// What to commit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -78,19 +78,11 @@ fn read_keys(
 pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
     let ns = opts.ns.as_str();
     let objs = store.objects(ns)?;
-    let branch = match &opts.branch {
-        Some(b) => b.clone(),
-        None => store.default_branch(ns)?,
-    };
-    refs::validate_name("branch", &branch)?;
-    let refname = refs::branch(&branch);
-    let parent = store
-        .db()
-        .get_ref(ns, &refname)?
-        .ok_or_else(|| Error::UnknownRef {
-            ns: ns.to_string(),
-            reference: branch.clone(),
-        })?;
+    let super::Target {
+        branch,
+        refname,
+        head: parent,
+    } = super::target_branch(store, ns, opts.branch.as_deref())?;
     if let Some(expected) = opts.expected_parent {
         if expected != parent {
             return Err(Error::Conflict {

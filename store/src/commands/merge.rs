@@ -56,18 +56,11 @@ pub struct MergeResult {
 pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
     let ns = opts.ns.as_str();
     let objs = store.objects(ns)?;
-    let into = match &opts.into {
-        Some(b) => b.clone(),
-        None => store.default_branch(ns)?,
-    };
-    let refname = refs::branch(&into);
-    let ours = store
-        .db()
-        .get_ref(ns, &refname)?
-        .ok_or_else(|| Error::UnknownRef {
-            ns: ns.to_string(),
-            reference: into.clone(),
-        })?;
+    let super::Target {
+        branch: into,
+        refname,
+        head: ours,
+    } = super::target_branch(store, ns, opts.into.as_deref())?;
     let theirs = refs::resolve(&objs, &opts.source)?;
     let base = commits::merge_base(&objs, &ours, &theirs)?;
     let author = opts
