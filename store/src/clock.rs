@@ -35,7 +35,7 @@ pub fn parse_since(value: &str) -> Result<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(&format!("{value}T00:00:00Z"), &Rfc3339) {
         return Ok(t);
     }
-    let (num, unit) = value.split_at(value.len().saturating_sub(1));
+    let (num, unit) = value.split_at(value.char_indices().last().map_or(0, |(i, _)| i));
     let n: i64 = num.parse().map_err(|_| {
         bad("expected an RFC 3339 time, a date (YYYY-MM-DD) or an age like 24h or 7d")
     })?;

@@ -98,6 +98,8 @@ pub enum Error {
     },
     #[error("namespace `{ns}` is locked: {reason}")]
     Locked { ns: String, reason: String },
+    #[error("namespace `{ns}` is not encrypted: {hint}")]
+    NotEncrypted { ns: String, hint: String },
     #[error("bad {what}: {reason}")]
     BadKey { what: String, reason: String },
     #[error("namespace `{ns}`: key version {version} has sealed {sealed} objects, close to the AES-GCM limit of 2^32; rotate it with `qg-rotate-keys dek --ns {ns}`")]
@@ -108,6 +110,10 @@ pub enum Error {
     },
     #[error("too many failed unlock attempts for namespace `{ns}`; try again in {wait_secs} s")]
     RateLimited { ns: String, wait_secs: u64 },
+    #[error("branch `{branch}` in namespace `{ns}` is protected: only maintainers and admins may move it")]
+    Protected { ns: String, branch: String },
+    #[error("no live API token with id `{0}`")]
+    UnknownToken(String),
     #[error("{hook} hook rejected the {operation}: {stderr}")]
     HookRejected {
         hook: String,
@@ -155,8 +161,11 @@ impl Error {
             | BadTime { .. }
             | BadConfig { .. }
             | Locked { .. }
+            | RateLimited { .. }
             | BadKey { .. }
-            | ReadFile { .. } => ErrorKind::Usage,
+            | NotEncrypted { .. }
+            | ReadFile { .. }
+            | UnknownToken(_) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
     }

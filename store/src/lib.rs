@@ -46,6 +46,8 @@ pub mod progress;
 pub mod rdf;
 pub mod refs;
 pub mod rotation;
+pub mod server;
+pub mod snapshot;
 pub mod sort;
 pub mod storage;
 pub mod store;

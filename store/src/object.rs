@@ -104,13 +104,58 @@ impl Sealer for Plain {
     }
 }
 
+thread_local! {
+    // zstd contexts are costly to build; one per thread serves every object.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(payload: &[u8]) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        Ok(c.as_mut().expect("just set").compress(payload)?)
+    })
+}
+
+/// Largest body a frame may claim to expand to (nodes are capped far below).
+const MAX_BODY: usize = 64 << 20;
+
+fn decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let size = zstd::zstd_safe::get_frame_content_size(body)
+        .map_err(|_| "bad zstd frame header".to_string())?
+        .ok_or("zstd frame without content size")? as usize;
+    if size > MAX_BODY {
+        return Err(format!("zstd frame claims {size} bytes"));
+    }
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let out = d
+            .as_mut()
+            .expect("just set")
+            .decompress(body, size)
+            .map_err(|e| format!("bad zstd body: {e}"))?;
+        if out.len() != size {
+            return Err("zstd body shorter than its header says".into());
+        }
+        Ok(out)
+    })
+}
+
 /// Frame `payload` as an object of `kind`; returns its address and stored bytes.
 pub fn encode(sealer: &dyn Sealer, kind: Kind, payload: &[u8]) -> Result<(ObjectId, Vec<u8>)> {
     let id = sealer.address(kind, payload);
     let mut flags = 0u8;
     let mut body = None;
     if payload.len() >= COMPRESS_MIN {
-        let packed = zstd::bulk::compress(payload, ZSTD_LEVEL)?;
+        let packed = compress(payload)?;
         if packed.len() < payload.len() {
             body = Some(packed);
             flags |= FLAG_ZSTD;
@@ -180,8 +225,7 @@ pub fn decode(
         body = sealer.open(id, key_version, nonce, &body)?;
     }
     if flags & FLAG_ZSTD != 0 {
-        body = zstd::stream::decode_all(&body[..])
-            .map_err(|e| corrupt(format!("bad zstd body: {e}")))?;
+        body = decompress(&body).map_err(corrupt)?;
     }
     let actual = sealer
         .address_for(sealed.then_some(key_version), kind, &body)

@@ -57,43 +57,61 @@ impl Format {
 }
 
 /// Gives the blank nodes of one import labels no other import uses:
-/// `_:b<import>_<n>`, numbered in order of first appearance.
-pub struct BlankNodes {
-    import: String,
+/// `_:b<import>_<n>`, numbered in order of first appearance. The import tag
+/// is asked for only when the first blank node shows up, so imports without
+/// blank nodes cost no extra write.
+pub struct BlankNodes<'a> {
+    import: Option<String>,
+    alloc: Box<dyn FnMut() -> Result<String> + 'a>,
     seen: HashMap<String, BlankNode>,
 }
 
-impl BlankNodes {
-    /// `import` is a store-unique tag for this import (the store hands them out).
+impl<'a> BlankNodes<'a> {
+    /// Label with a fixed import tag.
     pub fn new(import: &str) -> Self {
+        let tag = import.to_string();
+        Self::lazy(move || Ok(tag.clone()))
+    }
+
+    /// Label with a tag from `alloc` (e.g. `Store::next_import_tag`), called at most once.
+    pub fn lazy(alloc: impl FnMut() -> Result<String> + 'a) -> Self {
         BlankNodes {
-            import: import.to_string(),
+            import: None,
+            alloc: Box::new(alloc),
             seen: HashMap::new(),
         }
     }
 
-    fn map(&mut self, b: &BlankNode) -> BlankNode {
-        let next = self.seen.len();
-        self.seen
-            .entry(b.as_str().to_string())
-            .or_insert_with(|| BlankNode::new_unchecked(format!("b{}_{next}", self.import)))
-            .clone()
+    fn map(&mut self, b: &BlankNode) -> Result<BlankNode> {
+        if let Some(l) = self.seen.get(b.as_str()) {
+            return Ok(l.clone());
+        }
+        if self.import.is_none() {
+            self.import = Some((self.alloc)()?);
+        }
+        let label = BlankNode::new_unchecked(format!(
+            "b{}_{}",
+            self.import.as_deref().expect("set above"),
+            self.seen.len()
+        ));
+        self.seen.insert(b.as_str().to_string(), label.clone());
+        Ok(label)
     }
 
-    fn relabel(&mut self, q: Quad) -> Quad {
+    fn relabel(&mut self, q: Quad) -> Result<Quad> {
         let subject = match q.subject {
-            NamedOrBlankNode::BlankNode(b) => NamedOrBlankNode::BlankNode(self.map(&b)),
+            NamedOrBlankNode::BlankNode(b) => NamedOrBlankNode::BlankNode(self.map(&b)?),
             s => s,
         };
         let object = match q.object {
-            Term::BlankNode(b) => Term::BlankNode(self.map(&b)),
+            Term::BlankNode(b) => Term::BlankNode(self.map(&b)?),
             o => o,
         };
         let graph_name = match q.graph_name {
-            GraphName::BlankNode(b) => GraphName::BlankNode(self.map(&b)),
+            GraphName::BlankNode(b) => GraphName::BlankNode(self.map(&b)?),
             g => g,
         };
-        Quad::new(subject, q.predicate, object, graph_name)
+        Ok(Quad::new(subject, q.predicate, object, graph_name))
     }
 }
 
@@ -180,14 +198,14 @@ pub fn parse(
     input: impl BufRead,
     format: Format,
     source: &str,
-    mut blank_nodes: Option<&mut BlankNodes>,
+    mut blank_nodes: Option<&mut BlankNodes<'_>>,
     mut sink: impl FnMut(Vec<u8>) -> Result<()>,
 ) -> Result<u64> {
     let mut n = 0u64;
     let mut handle = |item: std::result::Result<Quad, TurtleParseError>| -> Result<()> {
         let q = item.map_err(|e| syntax_error(e, format, source))?;
         let q = match blank_nodes.as_deref_mut() {
-            Some(b) => b.relabel(q),
+            Some(b) => b.relabel(q)?,
             None => q,
         };
         n += 1;
@@ -285,7 +303,7 @@ impl Source {
     pub fn parse(
         &self,
         explicit: Option<Format>,
-        blank_nodes: Option<&mut BlankNodes>,
+        blank_nodes: Option<&mut BlankNodes<'_>>,
         sink: impl FnMut(Vec<u8>) -> Result<()>,
     ) -> Result<u64> {
         let format = self.format(explicit)?;

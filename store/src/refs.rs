@@ -1,8 +1,9 @@
 //! Ref names and how a user-typed ref resolves to a commit.
 //!
 //! Branches are stored as `heads/NAME`, tags as `tags/NAME`. A ref spec is a
-//! branch, a tag, a full or unique-prefix commit id, optionally followed by
-//! `~N` (the N-th first-parent ancestor).
+//! full ref name (`heads/NAME`, `tags/NAME`), a branch, a tag (a branch of the
+//! same name wins), or a full or unique-prefix commit id, optionally followed
+//! by `~N` (the N-th first-parent ancestor).
 
 use crate::commit::Commit;
 use crate::error::{Error, Result};
@@ -65,7 +66,13 @@ pub fn resolve(objs: &ObjectSet, spec: &str) -> Result<ObjectId> {
         None => (spec, 0),
     };
     let db = objs.db();
-    let mut id = if let Some(id) = db.get_ref(ns, &branch(base))? {
+    let full = (base.starts_with(HEADS) || base.starts_with(TAGS)).then_some(base);
+    let mut id = if let Some(id) = match full {
+        Some(f) => db.get_ref(ns, f)?,
+        None => None,
+    } {
+        id
+    } else if let Some(id) = db.get_ref(ns, &branch(base))? {
         id
     } else if let Some(id) = db.get_ref(ns, &tag(base))? {
         id

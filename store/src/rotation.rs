@@ -106,14 +106,17 @@ pub fn change_password(
             reason: "it is empty".into(),
         });
     }
-    let rec = store.crypto_record(ns)?.ok_or_else(|| Error::Locked {
-        ns: ns.to_string(),
-        reason: "it is not encrypted, so it has no password".into(),
-    })?;
-    let Some(prec) = rec.password.clone() else {
-        return Err(Error::Locked {
+    let rec = store
+        .crypto_record(ns)?
+        .ok_or_else(|| Error::NotEncrypted {
             ns: ns.to_string(),
-            reason: "it is not password-protected".into(),
+            hint: "it has no password; encrypt it first with `qg-rotate-keys encrypt`".into(),
+        })?;
+    let Some(prec) = rec.password.clone() else {
+        return Err(Error::NotEncrypted {
+            ns: ns.to_string(),
+            hint: "it is encrypted but not password-protected, so there is no password to change"
+                .into(),
         });
     };
     let kek = store.master_key()?;
@@ -269,9 +272,9 @@ pub fn rekey(
             return Ok(report);
         }
         (RekeyKind::Dek, None) => {
-            return Err(Error::Locked {
+            return Err(Error::NotEncrypted {
                 ns: ns.to_string(),
-                reason: "it is not encrypted; use `qg-rotate-keys encrypt` first".into(),
+                hint: "it has no data key to rotate; use `qg-rotate-keys encrypt` first".into(),
             })
         }
         (RekeyKind::Encrypt, None) => {

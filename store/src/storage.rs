@@ -19,7 +19,35 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const SCHEMA: &str = "
+/// Tables of `qg serve` (API tokens, protected branches). Also run on its own
+/// (every statement is `IF NOT EXISTS`) to add them to stores created before
+/// they existed: [`Db::ensure_server_tables`].
+macro_rules! server_tables {
+    () => {
+        "
+CREATE TABLE IF NOT EXISTS api_tokens(
+    id TEXT PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    ns TEXT,
+    created TEXT NOT NULL,
+    expires TEXT,
+    revoked TEXT
+);
+CREATE TABLE IF NOT EXISTS protected_branches(
+    ns TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    created TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY(ns, branch)
+) WITHOUT ROWID;
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE namespaces(
     name TEXT PRIMARY KEY,
@@ -81,7 +109,9 @@ CREATE TABLE leases(
     started TEXT NOT NULL,
     what TEXT NOT NULL
 );
-";
+",
+    server_tables!()
+);
 
 /// An open database connection with the store's pragmas applied.
 pub struct Db {
@@ -91,6 +121,13 @@ pub struct Db {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Keep the WAL when a process closes the store: checkpointing and deleting
+    // it on every exit, then re-creating it, costs each CLI command 4 fsyncs.
+    // SQLite still checkpoints automatically as the WAL grows.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     // WAL lets readers run beside the single writer; FULL sync makes an
     // acknowledged commit survive power loss, not only a process kill.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -428,6 +465,7 @@ impl Db {
     }
 
     /// Rewrite every ref and reflog target of `ns` through `map` (ids not in it stay).
+    #[allow(clippy::type_complexity)]
     pub fn remap_refs(
         &self,
         ns: &str,
@@ -678,6 +716,168 @@ impl Db {
         let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- `qg serve`: API tokens, protected branches, statistics ----
+
+    /// Add the server's tables to a store created before they existed (idempotent).
+    pub fn ensure_server_tables(&self) -> Result<()> {
+        let missing: i64 = self.conn.query_row(
+            "SELECT 2 - count(*) FROM sqlite_master WHERE type='table' AND name IN ('api_tokens', 'protected_branches')",
+            [],
+            |r| r.get(0),
+        )?;
+        if missing > 0 {
+            self.conn.execute_batch(server_tables!())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the server's tables exist (the store is migrated for `qg serve`).
+    pub fn has_server_tables(&self) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN ('api_tokens', 'protected_branches')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n == 2)
+    }
+
+    pub fn insert_api_token(&self, t: &ApiTokenRow, hash: &[u8; 32]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO api_tokens(id, hash, user, role, ns, created, expires, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![t.id, &hash[..], t.user, t.role, t.ns, t.created, t.expires, t.revoked])?;
+        Ok(())
+    }
+
+    /// The token whose SHA-256 is `hash` (revoked and expired ones included).
+    pub fn api_token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiTokenRow>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, user, role, ns, created, expires, revoked FROM api_tokens WHERE hash=?1")?
+            .query_row([&hash[..]], ApiTokenRow::from_row)
+            .optional()?)
+    }
+
+    /// Every token (never their hashes), oldest first.
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, user, role, ns, created, expires, revoked FROM api_tokens ORDER BY created, id",
+        )?;
+        let rows = stmt.query_map([], ApiTokenRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Mark a token revoked; false when there is no such live token.
+    pub fn revoke_api_token(&self, id: &str, now: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("UPDATE api_tokens SET revoked=?2 WHERE id=?1 AND revoked IS NULL")?
+            .execute([id, now])?
+            > 0)
+    }
+
+    /// Protect a branch; false when it already was.
+    pub fn protect_branch(&self, ns: &str, branch: &str, now: &str, actor: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO protected_branches(ns, branch, created, actor) VALUES (?1, ?2, ?3, ?4)")?
+            .execute([ns, branch, now, actor])?
+            > 0)
+    }
+
+    /// Lift a branch's protection; false when it was not protected.
+    pub fn unprotect_branch(&self, ns: &str, branch: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM protected_branches WHERE ns=?1 AND branch=?2")?
+            .execute([ns, branch])?
+            > 0)
+    }
+
+    pub fn is_protected(&self, ns: &str, branch: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM protected_branches WHERE ns=?1 AND branch=?2")?
+            .query_row([ns, branch], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Protected branch names of `ns`, by name.
+    pub fn protected_branches(&self, ns: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT branch FROM protected_branches WHERE ns=?1 ORDER BY branch")?;
+        let rows = stmt.query_map([ns], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of objects in every namespace.
+    pub fn object_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// SQLite page cache (hits, misses) of this connection since the last call
+    /// with `reset` (or since it opened).
+    pub fn cache_stats(&self, reset: bool) -> (u64, u64) {
+        let mut out = [0u64; 2];
+        for (i, op) in [
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT,
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (mut cur, mut high) = (0, 0);
+            // SAFETY: the handle is valid for the connection's lifetime; sqlite3_db_status
+            // only reads counters of this connection (which no other thread uses).
+            let rc = unsafe {
+                rusqlite::ffi::sqlite3_db_status(
+                    self.conn.handle(),
+                    op,
+                    &mut cur,
+                    &mut high,
+                    reset as i32,
+                )
+            };
+            if rc == rusqlite::ffi::SQLITE_OK {
+                out[i] = cur.max(0) as u64;
+            }
+        }
+        (out[0], out[1])
+    }
+}
+
+/// One API token of `qg serve` as stored (the token itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiTokenRow {
+    /// Public id: names the token in listings, audit entries and revocation.
+    pub id: String,
+    pub user: String,
+    /// `reader`, `writer`, `maintainer` or `admin`.
+    pub role: String,
+    /// The namespace it is limited to (None: every namespace).
+    pub ns: Option<String>,
+    pub created: String,
+    pub expires: Option<String>,
+    pub revoked: Option<String>,
+}
+
+impl ApiTokenRow {
+    fn from_row(r: &rusqlite::Row) -> rusqlite::Result<ApiTokenRow> {
+        Ok(ApiTokenRow {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            role: r.get(2)?,
+            ns: r.get(3)?,
+            created: r.get(4)?,
+            expires: r.get(5)?,
+            revoked: r.get(6)?,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -31,8 +31,15 @@ pub struct Store {
     hooks: Hooks,
     keyring: Keyring,
     /// Unwrapped data keys of namespaces opened so far (zeroized on drop).
-    opened: RefCell<HashMap<String, Rc<BTreeMap<u32, Secret>>>>,
+    opened: RefCell<HashMap<String, Arc<BTreeMap<u32, Secret>>>>,
+    /// Told about every hook run (the server counts them for `/metrics`).
+    hook_observer: Option<HookObserver>,
+    /// Refuse to move protected branches (`qg serve` sets it for writers).
+    deny_protected: bool,
 }
+
+/// Called after every hook run (`qg serve` counts runs and failures).
+pub type HookObserver = Arc<dyn Fn(&HookRun) + Send + Sync>;
 
 /// The secrets that open encrypted namespaces. Binaries fill it from the
 /// environment (`QUADGIT_MASTER_KEY`, `QG_PASSWORD`, `QG_UNLOCK_TOKEN`);
@@ -102,7 +109,20 @@ impl Store {
             hooks: Hooks::new(dir, crate::hooks::DEFAULT_TIMEOUT),
             keyring: Keyring::default(),
             opened: RefCell::new(HashMap::new()),
+            hook_observer: None,
+            deny_protected: false,
         }
+    }
+
+    /// Call `observer` after every hook run.
+    pub fn set_hook_observer(&mut self, observer: Option<HookObserver>) {
+        self.hook_observer = observer;
+    }
+
+    /// When on, [`Store::land`] refuses to move a protected branch
+    /// ([`Error::Protected`]), checked in the same transaction as the move.
+    pub fn set_deny_protected(&mut self, on: bool) {
+        self.deny_protected = on;
     }
 
     /// Use these secrets to open encrypted namespaces.
@@ -146,7 +166,7 @@ impl Store {
         &self,
         ns: &str,
         rec: &CryptoRecord,
-    ) -> Result<Rc<BTreeMap<u32, Secret>>> {
+    ) -> Result<Arc<BTreeMap<u32, Secret>>> {
         if let Some(k) = self.opened.borrow().get(ns) {
             return Ok(k.clone());
         }
@@ -154,21 +174,46 @@ impl Store {
             ns: ns.to_string(),
             reason: "it is encrypted and QUADGIT_MASTER_KEY is not set".into(),
         })?;
-        let pw_key = if rec.password.is_some() {
-            Some(self.password_key(ns, rec)?)
+        if kek.id() != rec.kek_id {
+            // a wrong master key is a failed authentication too, but not a password guess
+            self.record(
+                &Event::new(&self.actor, "auth.master_key")
+                    .ns(ns)
+                    .target(ns)
+                    .outcome(audit::Outcome::Denied)
+                    .detail(serde_json::json!({ "presented_kek_id": kek.id(), "expected_kek_id": rec.kek_id })),
+            )?;
+        }
+        let (pw_key, from_token) = if rec.password.is_some() {
+            let (k, t) = self.password_key_from(ns, rec)?;
+            (Some(k), t)
         } else {
-            None
+            (None, false)
         };
         let keys = match crypto::unwrap_keys(kek, ns, rec, pw_key.as_ref()) {
             Ok(k) => k,
-            Err(e) => {
-                if pw_key.is_some() && e.to_string().contains("wrong password") {
-                    self.record_failed_unlock(ns, "wrong password")?;
+            Err(e) if pw_key.is_some() && e.to_string().contains("wrong password") => {
+                if from_token {
+                    self.record(
+                        &Event::new(&self.actor, "ns.unlock.token")
+                            .ns(ns)
+                            .target(ns)
+                            .outcome(audit::Outcome::Denied)
+                            .detail(
+                                serde_json::json!({ "reason": "token predates a password change" }),
+                            ),
+                    )?;
+                    return Err(Error::Locked {
+                        ns: ns.to_string(),
+                        reason: "the unlock token no longer opens it (the password changed since): run `qg ns unlock` again".into(),
+                    });
                 }
+                self.record_failed_unlock(ns, "wrong password")?;
                 return Err(e);
             }
+            Err(e) => return Err(e),
         };
-        let keys = Rc::new(keys);
+        let keys = Arc::new(keys);
         self.opened
             .borrow_mut()
             .insert(ns.to_string(), keys.clone());
@@ -177,10 +222,15 @@ impl Store {
 
     /// The password layer's key from an unlock token or the password.
     pub fn password_key(&self, ns: &str, rec: &CryptoRecord) -> Result<Secret> {
+        Ok(self.password_key_from(ns, rec)?.0)
+    }
+
+    /// The password layer's key, and whether it came from an unlock token.
+    fn password_key_from(&self, ns: &str, rec: &CryptoRecord) -> Result<(Secret, bool)> {
         let kek = self.master_key()?;
         if let Some(token) = &self.keyring.unlock_token {
             if let Ok((_, key)) = crypto::check_token(kek, ns, token) {
-                return Ok(key);
+                return Ok((key, true));
             }
         }
         let Some(password) = &self.keyring.password else {
@@ -193,7 +243,7 @@ impl Store {
             });
         };
         self.check_unlock_rate(ns)?;
-        crypto::derive_password_key(ns, rec, password)
+        Ok((crypto::derive_password_key(ns, rec, password)?, false))
     }
 
     fn check_unlock_rate(&self, ns: &str) -> Result<()> {
@@ -229,14 +279,14 @@ impl Store {
 
     /// Check the password of `ns` and issue an unlock token valid for `ttl`.
     pub fn unlock(&self, ns: &str, ttl: Duration) -> Result<String> {
-        let rec = self.crypto_record(ns)?.ok_or_else(|| Error::Locked {
+        let rec = self.crypto_record(ns)?.ok_or_else(|| Error::NotEncrypted {
             ns: ns.to_string(),
-            reason: "it is not encrypted, there is nothing to unlock".into(),
+            hint: "there is nothing to unlock".into(),
         })?;
         if rec.password.is_none() {
-            return Err(Error::Locked {
+            return Err(Error::NotEncrypted {
                 ns: ns.to_string(),
-                reason: "it is not password-protected; the master key alone opens it".into(),
+                hint: "it is encrypted without a password; the master key alone opens it".into(),
             });
         }
         self.opened.borrow_mut().remove(ns);
@@ -372,7 +422,7 @@ impl Store {
             let sealer = NsSealer::new(ns, &keys, Some(1), false);
             self.opened
                 .borrow_mut()
-                .insert(ns.to_string(), Rc::new(keys));
+                .insert(ns.to_string(), Arc::new(keys));
             record = Some(rec);
             ObjectSet::with_sealer(&self.db, ns, Box::new(sealer))
         } else {
@@ -496,6 +546,16 @@ impl Store {
                     "the keys of namespace `{ns}` were rotated while this operation ran; nothing was written, retry"
                 )));
             }
+            if self.deny_protected {
+                if let Some(branch) = refname.strip_prefix(refs::HEADS) {
+                    if db.is_protected(ns, branch)? {
+                        return Err(Error::Protected {
+                            ns: ns.to_string(),
+                            branch: branch.to_string(),
+                        });
+                    }
+                }
+            }
             let actual = db.get_ref(ns, refname)?;
             if actual != expected {
                 return Err(Error::Conflict {
@@ -538,6 +598,9 @@ impl Store {
         let Some(run) = self.hooks.run(hook, ns, payload)? else {
             return Ok(None);
         };
+        if let Some(observe) = &self.hook_observer {
+            observe(&run);
+        }
         if run.ok() {
             return Ok(Some(run));
         }

@@ -148,6 +148,15 @@ fn refs_resolve_by_branch_tag_prefix_and_ancestry() {
     assert_eq!(q.head("main~1"), c1);
     assert_eq!(q.head("main~"), c1);
     assert_eq!(q.head("v1~1"), q.head("main~2"));
+    // full ref names, and a tag hidden by a same-named branch
+    assert_eq!(q.head("heads/main"), c2);
+    q.run(&["branch", "v1"]).ok();
+    assert_eq!(
+        q.head("v1"),
+        c2,
+        "a branch wins over a tag of the same name"
+    );
+    assert_eq!(q.head("tags/v1"), c1);
     let r = q.run(&["tag", "v1"]).code(2);
     assert!(r.stderr.contains("tag `v1` already exists"), "{}", r.stderr);
     let tags = q.run(&["tag", "--json"]).ok().json();

@@ -228,12 +228,23 @@ fn passwords_tokens_expiry_and_rate_limit() {
     for _ in 0..4 {
         run(enc(&q, &["ns", "unlock", "pw"]).env("QG_PASSWORD", "nope")).code(2);
     }
-    let r = run(enc(&q, &["ns", "unlock", "pw"]).env("QG_PASSWORD", "s3cret pass")).code(1);
+    let r = run(enc(&q, &["ns", "unlock", "pw"]).env("QG_PASSWORD", "s3cret pass")).code(2);
     assert!(
         r.stderr.contains("too many failed unlock attempts"),
         "{}",
         r.stderr
     );
+    // a wrong master key is audited as a failed authentication
+    run(q
+        .cmd(&["--ns", "pw", "log"])
+        .env("QUADGIT_MASTER_KEY", "7".repeat(64)))
+    .code(2);
+    let audit = q.run(&["audit", "log", "--json"]).ok().json();
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "auth.master_key" && e["outcome"] == "denied"));
     let audit = q.run(&["audit", "log", "--json"]).ok().json();
     let denied = audit
         .as_array()

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qg_store::cli::{self, GlobalArgs, EXIT_FAILED, EXIT_OK};
 use qg_store::commands::{branch, bulk_load, commit, diff, export, fsck, gc, log, merge, query};
 use qg_store::crypto::KdfParams;
@@ -108,13 +108,16 @@ enum Command {
         #[arg(long)]
         stat: bool,
     },
-    /// List branches, create NAME [FROM], or delete with -d NAME.
+    /// List branches, create NAME [FROM], or delete with -d NAME; `protect`/`unprotect` NAME.
+    #[command(args_conflicts_with_subcommands = true)]
     Branch {
         name: Option<String>,
         from: Option<String>,
         /// Delete the branch NAME.
         #[arg(short = 'd', long = "delete", value_name = "NAME", conflicts_with_all = ["name", "from"])]
         delete: Option<String>,
+        #[command(subcommand)]
+        action: Option<BranchAction>,
     },
     /// List tags, or create tag NAME at REF (default: the default branch).
     Tag {
@@ -167,6 +170,39 @@ enum Command {
     /// Read or verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve the store over HTTP/JSON (API tokens, roles, /metrics, /openapi.json).
+    #[cfg(feature = "server")]
+    Serve {
+        /// Address to listen on (IP:PORT; port 0 picks a free one).
+        #[arg(
+            long,
+            env = "QG_LISTEN",
+            default_value = "127.0.0.1:7878",
+            value_name = "ADDR"
+        )]
+        listen: String,
+        /// Largest request body accepted, in MiB (413 beyond).
+        #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+        max_body_mib: u64,
+        /// Seconds a request may take before it is answered 503.
+        #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        request_timeout: u64,
+        /// Open stores (SQLite connections) kept for reuse.
+        #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        pool_size: u64,
+        /// Failed authentications per client (or token) per minute before answering 429.
+        #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        auth_failure_limit: u64,
+        /// After SIGTERM, seconds in-flight requests may take before the server exits anyway.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        shutdown_timeout: u64,
+        /// Async worker threads (0: one per core).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        workers: usize,
+    },
+    /// Create, list and revoke API tokens for `qg serve`.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -209,6 +245,44 @@ enum NsCommand {
 }
 
 #[derive(Subcommand)]
+enum BranchAction {
+    /// Protect branch NAME: writers may no longer commit to it (maintainers and admins may).
+    Protect { name: String },
+    /// Lift the protection of branch NAME.
+    Unprotect { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it (only it) on stdout; the store keeps only its hash.
+    /// `--ns NAME` given on the command line limits the token to that namespace;
+    /// without it the token holds its role in every namespace.
+    Create {
+        /// Who the token acts as (the actor of its audit entries).
+        #[arg(long)]
+        user: String,
+        /// reader, writer, maintainer or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: qg_store::server::roles::Role,
+        /// Lifetime, e.g. 12h or 30d (default: until revoked).
+        #[arg(long, value_name = "DURATION", value_parser = qg_store::server::tokens::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List tokens (ids, users, roles; never the tokens).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+/// Whether `--ns` was given on the command line of `qg token create`.
+static TOKEN_NS_EXPLICIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn parse_role(s: &str) -> Result<qg_store::server::roles::Role, String> {
+    qg_store::server::roles::Role::from_name(s)
+        .ok_or_else(|| format!("unknown role `{s}` (reader, writer, maintainer, admin)"))
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Print entries, oldest first.
     Log {
@@ -226,7 +300,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let (n, unit) = s.split_at(s.char_indices().last().map_or(0, |(i, _)| i));
     let n: u64 = n
         .parse()
         .map_err(|_| format!("bad duration `{s}`: use e.g. 90s, 15m, 1h"))?;
@@ -252,7 +326,23 @@ fn main() -> ExitCode {
     if let Err(e) = cli::load_config() {
         return ExitCode::from(cli::report(&e) as u8);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `qg token create --ns NAME` scopes the token only when --ns is given explicitly
+    let _ = TOKEN_NS_EXPLICIT.set(
+        matches
+            .subcommand_matches("token")
+            .and_then(|m| m.subcommand_matches("create"))
+            .is_some_and(|m| m.value_source("ns") == Some(clap::parser::ValueSource::CommandLine)),
+    );
+    #[cfg(feature = "server")]
+    if matches!(cli.command, Command::Serve { .. }) && std::env::var_os("QG_LOG").is_none() {
+        // the server logs one line per request at info level
+        std::env::set_var("QG_LOG", "info");
+    }
     cli::init_logging(cli.global.log_format);
     let code = match run(&cli) {
         Ok(code) => code,
@@ -543,9 +633,36 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                 writeln!(o, "{} added, {} removed", s.added, s.removed)?;
             }
         }
-        Command::Branch { name, from, delete } => {
+        Command::Branch {
+            name,
+            from,
+            delete,
+            action,
+        } => {
             let store = open(cli)?;
-            if let Some(d) = delete {
+            if let Some(action) = action {
+                use qg_store::server::protect;
+                let (name, on) = match action {
+                    BranchAction::Protect { name } => (name, true),
+                    BranchAction::Unprotect { name } => (name, false),
+                };
+                let changed = if on {
+                    protect::protect(&store, &ns, name)?
+                } else {
+                    protect::unprotect(&store, &ns, name)?
+                };
+                if g.json {
+                    cli::print_json(
+                        &serde_json::json!({"branch": name, "protected": on, "changed": changed}),
+                    )?;
+                } else {
+                    let state = if on { "protected" } else { "not protected" };
+                    match changed {
+                        true => println!("Branch {name} is now {state}"),
+                        false => println!("Branch {name} was already {state}"),
+                    }
+                }
+            } else if let Some(d) = delete {
                 let was = branch::delete_branch(&store, &ns, d)?;
                 if g.json {
                     cli::print_json(&serde_json::json!({"deleted": d, "was": was}))?;
@@ -765,6 +882,116 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                 );
                 for ns in &r.skipped_locked {
                     eprintln!("warning: skipped locked namespace {ns}: set QUADGIT_MASTER_KEY (and QG_PASSWORD) to collect it");
+                }
+            }
+        }
+        #[cfg(feature = "server")]
+        Command::Serve {
+            listen,
+            max_body_mib,
+            request_timeout,
+            pool_size,
+            auth_failure_limit,
+            shutdown_timeout,
+            workers,
+        } => {
+            let master_key = match &g.master_key_file {
+                Some(path) => Some(zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| Error::ReadFile {
+                        path: path.display().to_string(),
+                        source: e,
+                    })?,
+                )),
+                None => std::env::var("QUADGIT_MASTER_KEY")
+                    .ok()
+                    .map(zeroize::Zeroizing::new),
+            };
+            let json = g.json;
+            qg_store::server::serve(
+                qg_store::server::ServeOptions {
+                    data: g.data.clone(),
+                    listen: listen.clone(),
+                    master_key,
+                    hook_timeout: Duration::from_secs(cli.hook_timeout),
+                    max_body_bytes: (*max_body_mib as usize) << 20,
+                    request_timeout: Duration::from_secs(*request_timeout),
+                    pool_size: *pool_size as usize,
+                    auth_failure_limit: *auth_failure_limit as usize,
+                    auth_failure_window: Duration::from_secs(60),
+                    shutdown_timeout: Duration::from_secs(*shutdown_timeout),
+                    workers: *workers,
+                },
+                move |addr| {
+                    if json {
+                        let _ = cli::print_json(
+                            &serde_json::json!({"listening": format!("http://{addr}")}),
+                        );
+                    } else {
+                        println!("Listening on http://{addr}");
+                    }
+                    let _ = std::io::stdout().flush();
+                },
+            )?;
+        }
+        Command::Token(cmd) => {
+            let store = open(cli)?;
+            use qg_store::server::tokens;
+            match cmd {
+                TokenCommand::Create {
+                    user,
+                    role,
+                    expires,
+                } => {
+                    let token_ns = TOKEN_NS_EXPLICIT
+                        .get()
+                        .copied()
+                        .unwrap_or(false)
+                        .then(|| ns.clone());
+                    let t = tokens::create_token(
+                        &store,
+                        &tokens::TokenOptions {
+                            user: user.clone(),
+                            role: *role,
+                            ns: token_ns.clone(),
+                            expires: *expires,
+                        },
+                    )?;
+                    if g.json {
+                        cli::print_json(
+                            &serde_json::json!({"token": t.token.as_str(), "id": t.info.id, "user": t.info.user,
+                                "role": t.info.role, "ns": t.info.ns, "expires": t.info.expires}),
+                        )?;
+                    } else {
+                        println!("{}", t.token.as_str());
+                    }
+                }
+                TokenCommand::List => {
+                    let list = tokens::list_tokens(&store)?;
+                    if g.json {
+                        cli::print_json(&list)?;
+                    } else {
+                        for t in list {
+                            println!(
+                                "{} {} {} {} expires {}{}",
+                                t.id,
+                                t.user,
+                                t.role,
+                                t.ns.as_deref().unwrap_or("*"),
+                                t.expires.as_deref().unwrap_or("never"),
+                                t.revoked
+                                    .map(|r| format!(" revoked {r}"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    tokens::revoke_token(&store, id)?;
+                    if g.json {
+                        cli::print_json(&serde_json::json!({"revoked": id}))?;
+                    } else {
+                        println!("Revoked token {id}");
+                    }
                 }
             }
         }

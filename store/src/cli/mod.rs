@@ -219,6 +219,11 @@ pub fn exit_code(err: &Error) -> i32 {
 
 /// Print `error: ...` with its cause chain to stderr and return the exit code.
 pub fn report(err: &Error) -> i32 {
+    report_with(err, err.kind())
+}
+
+/// [`report`] for a tool's own error type: same output, exit code from `kind`.
+pub fn report_with(err: &dyn std::error::Error, kind: ErrorKind) -> i32 {
     let mut msg = format!("error: {err}");
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -229,7 +234,10 @@ pub fn report(err: &Error) -> i32 {
         source = s.source();
     }
     let _ = writeln!(std::io::stderr(), "{msg}");
-    exit_code(err)
+    match kind {
+        ErrorKind::Usage => EXIT_USAGE,
+        ErrorKind::Failed => EXIT_FAILED,
+    }
 }
 
 /// Print a value as pretty JSON on stdout.

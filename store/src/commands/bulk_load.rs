@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Event;
+use crate::clock;
 use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::hooks::Hook;
@@ -18,7 +19,6 @@ use crate::rdf::{BlankNodes, Format, Source};
 use crate::sort::Sorter;
 use crate::store::Store;
 use crate::tree::{Builder, Scan};
-use crate::clock;
 
 /// What to load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,8 +84,7 @@ pub fn bulk_load(
     // 1. parse and sort (nothing is written if the input is malformed)
     progress.start("reading", None);
     let mut sorter = Sorter::new(opts.sort_memory_bytes.max(1 << 20));
-    let tag = store.next_import_tag()?;
-    let mut bnodes = BlankNodes::new(&tag);
+    let mut bnodes = BlankNodes::lazy(|| store.next_import_tag());
     let mut read = 0u64;
     opts.source.parse(opts.format, Some(&mut bnodes), |k| {
         read += 1;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Event;
+use crate::clock;
 use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::hooks::Hook;
@@ -10,7 +11,6 @@ use crate::id::ObjectId;
 use crate::rdf::{BlankNodes, Format, Source};
 use crate::store::Store;
 use crate::tree::{self, Change, Diff};
-use crate::clock;
 
 /// What to commit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,12 +58,7 @@ fn read_keys(
     relabel: bool,
 ) -> Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
-    let tag = if relabel && !sources.is_empty() {
-        Some(store.next_import_tag()?)
-    } else {
-        None
-    };
-    let mut bnodes = tag.as_deref().map(BlankNodes::new);
+    let mut bnodes = relabel.then(|| BlankNodes::lazy(|| store.next_import_tag()));
     for s in sources {
         s.parse(format, bnodes.as_mut(), |k| {
             keys.push(k);

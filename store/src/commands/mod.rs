@@ -80,21 +80,30 @@ pub(crate) struct Target {
     pub head: crate::id::ObjectId,
 }
 
-pub(crate) fn target_branch(store: &crate::store::Store, ns: &str, branch: Option<&str>) -> Result<Target> {
+pub(crate) fn target_branch(
+    store: &crate::store::Store,
+    ns: &str,
+    branch: Option<&str>,
+) -> Result<Target> {
     let branch = match branch {
         Some(b) => b.to_string(),
         None => store.default_branch(ns)?,
     };
     crate::refs::validate_name("branch", &branch)?;
     let refname = crate::refs::branch(&branch);
-    let head = store
-        .db()
-        .get_ref(ns, &refname)?
-        .ok_or_else(|| crate::error::Error::UnknownRef {
-            ns: ns.to_string(),
-            reference: branch.clone(),
-        })?;
-    Ok(Target { branch, refname, head })
+    let head =
+        store
+            .db()
+            .get_ref(ns, &refname)?
+            .ok_or_else(|| crate::error::Error::UnknownRef {
+                ns: ns.to_string(),
+                reference: branch.clone(),
+            })?;
+    Ok(Target {
+        branch,
+        refname,
+        head,
+    })
 }
 
 /// A commit message as audit entries and the reflog may show it: encrypted

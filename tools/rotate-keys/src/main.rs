@@ -141,11 +141,14 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     println!(
                         "{}: encrypted{}, master key {}, key v{}, {} objects{}",
                         n.name,
-                        if n.password {
-                            ", password-protected"
-                        } else {
-                            ""
-                        },
+                        n.kdf
+                            .map(|k| format!(
+                                ", password-protected (Argon2id m={} MiB t={} p={})",
+                                k.m_kib / 1024,
+                                k.t,
+                                k.p
+                            ))
+                            .unwrap_or_default(),
                         n.kek_id.as_deref().unwrap_or("?"),
                         n.current_version
                             .map(|v| v.to_string())

@@ -338,9 +338,25 @@ fn password_change_old_fails_new_works() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let old_token = {
+        let s = open(&dir, KEY, Some("old pass"));
+        s.unlock("pw", Duration::from_secs(600)).unwrap()
+    };
     ok(tool(&dir, &["--ns", "pw", "password"])
         .env("QG_PASSWORD", "old pass")
         .env("QG_NEW_PASSWORD", "new pass"));
+    let mut stale = Store::open(&dir).unwrap();
+    stale.set_keyring(Keyring {
+        master: Some(MasterKey::parse(KEY).unwrap()),
+        password: None,
+        unlock_token: Some(zeroize::Zeroizing::new(old_token)),
+    });
+    let err = stale
+        .objects("pw")
+        .err()
+        .expect("a token from before the change must not open")
+        .to_string();
+    assert!(err.contains("password changed"), "{err}");
     assert!(open(&dir, KEY, Some("old pass")).objects("pw").is_err());
     open(&dir, KEY, Some("new pass")).objects("pw").unwrap();
     let status = ok(&mut tool(&dir, &["status", "--json"]));

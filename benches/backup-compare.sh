@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# qg-backup beside restic (and a plain `cp` of the database: the I/O ceiling),
+# backing up the same QuadGit data directory, in one run:
+#
+#   benches/backup-compare.sh                 # 1,000,000 quads, 100 commits of history
+#   QUADS=100000 benches/backup-compare.sh    # quick run
+#
+# Rows: full backup time (qg-backup plain and --encrypt, restic, cp), the
+# incremental after a 1% change (bytes and time; restic's second snapshot),
+# restore time (the RTO at this size), and peak RSS of every backup and restore.
+#
+# Settings (environment): QUADS=1000000 GRAPHS=10 SEED=1 HISTORY=100 (commits on
+# main) CHANGE_PCT=1 (quads changed before the incremental, % of QUADS), QG=path
+# and QG_BACKUP=path (prebuilt release binaries; default: cargo build --release).
+# Needs: cargo, python3, restic (Debian: apt-get install restic), GNU time
+# (/usr/bin/time). Outputs: benches/data/backup-$QUADS/ (stores, targets,
+# repositories) and benches/out/backup-results-$QUADS.md. Every number is one
+# run on a warm page cache; the store is idle while it is backed up.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUADS=${QUADS:-1000000}
+GRAPHS=${GRAPHS:-10}
+SEED=${SEED:-1}
+HISTORY=${HISTORY:-100}
+CHANGE_PCT=${CHANGE_PCT:-1}
+
+DATA=$ROOT/benches/data
+OUT=$ROOT/benches/out
+WORK=$DATA/backup-$QUADS
+RESULTS=$OUT/backup-results-$QUADS.md
+mkdir -p "$DATA" "$OUT"
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf 'backup-compare.sh: %s\n' "$*" >&2; exit 1; }
+
+for tool in cargo python3 restic; do
+    command -v "$tool" >/dev/null || die "$tool is required (restic: apt-get install restic)"
+done
+[[ -x /usr/bin/time ]] || die "GNU time is required for peak RSS (apt-get install time)"
+
+# ---------------------------------------------------------------- build + data
+
+if [[ -z ${QG:-} || -z ${QG_BACKUP:-} ]]; then
+    say "building qg and qg-backup (release)"
+    (cd "$ROOT" && cargo build --release -p qg-store --bin qg -p qg-backup --bin qg-backup) >&2
+    QG=${QG:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg}
+    QG_BACKUP=${QG_BACKUP:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg-backup}
+fi
+[[ -x $QG && -x $QG_BACKUP ]] || die "no qg / qg-backup binaries at $QG / $QG_BACKUP"
+
+NQ=$DATA/dataset-q$QUADS-g$GRAPHS-s$SEED.nq
+if [[ ! -s $NQ ]]; then
+    say "generating $NQ"
+    python3 "$ROOT/benches/gen_dataset.py" --quads "$QUADS" --graphs "$GRAPHS" --seed "$SEED" >"$NQ.tmp"
+    mv "$NQ.tmp" "$NQ"
+fi
+CHANGE=$((QUADS * CHANGE_PCT / 100))
+EDITS=$WORK/edits
+rm -rf "$WORK"
+mkdir -p "$WORK"
+python3 "$ROOT/benches/make_edits.py" "$NQ" "$EDITS" --seed "$SEED" \
+    --one 0 --small $((HISTORY - 1)) --small-size 10 --diff "$CHANGE"
+
+STORE=$WORK/store
+export QG_DATA=$STORE
+export QG_BACKUP_KEY=4d7f1e0a9c2b8e3f6a5d4c1b0e9f8a7d6c5b4a39281706f5e4d3c2b1a0f9e8d7
+export RESTIC_PASSWORD=bench-password-not-secret
+export RESTIC_CACHE_DIR=$WORK/restic-cache
+say "building a store: $QUADS quads, then $((HISTORY - 1)) more commits"
+"$QG" init >/dev/null
+"$QG" bulk-load "$NQ" -m "import" >/dev/null
+for ((k = 1; k < HISTORY; k++)); do
+    f=$(printf '%s/small-%03d' "$EDITS" "$k")
+    "$QG" commit -m "edit $k" --add "$f-add.nq" --remove "$f-del.nq" >/dev/null
+done
+COMMITS=$("$QG" log --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+DB_BYTES=$(python3 - "$STORE/qg.sqlite" <<'EOF'
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1]); con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(); con.close()
+print(os.path.getsize(sys.argv[1]))
+EOF
+)
+
+# ---------------------------------------------------------------- helpers
+
+# measure NAME CMD...: wall seconds and peak RSS (KiB) of CMD into $WORK/NAME.{time,out}
+measure() {
+    local name=$1
+    shift
+    say "$name: $*"
+    /usr/bin/time -f '%e %M' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" \
+        || { cat "$WORK/$name.err" >&2; die "$name failed"; }
+}
+secs() { cut -d' ' -f1 "$WORK/$1.time"; }
+rss_mib() { python3 -c "print(f'{$(cut -d' ' -f2 "$WORK/$1.time") / 1024:.0f}')"; }
+json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$WORK/$1.out"; }
+bytes() { du -sb "$1" | cut -f1; }
+mib() { python3 -c "print(f'{$1 / 1048576:.1f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+# ---------------------------------------------------------------- full backups
+
+mkdir -p "$WORK/cp"
+measure cp bash -c "cp '$STORE/qg.sqlite' '$WORK/cp/qg.sqlite' && sync '$WORK/cp/qg.sqlite'"
+measure qg_full "$QG_BACKUP" full --to "$WORK/qg-plain" --json
+measure qg_full_enc "$QG_BACKUP" full --to "$WORK/qg-enc" --encrypt --json
+restic init --repo "$WORK/restic" >/dev/null 2>&1
+measure restic_full restic --repo "$WORK/restic" backup --quiet "$STORE"
+RESTIC_FULL_BYTES=$(bytes "$WORK/restic")
+
+# ---------------------------------------------------------------- the 1% change + incrementals
+
+say "changing $CHANGE quads ($CHANGE_PCT%)"
+"$QG" commit -m "the $CHANGE_PCT% change" --add "$EDITS/diff-add.nq" --remove "$EDITS/diff-del.nq" >/dev/null
+measure qg_inc "$QG_BACKUP" incremental --to "$WORK/qg-plain" --json
+measure qg_inc_enc "$QG_BACKUP" incremental --to "$WORK/qg-enc" --json
+measure restic_inc restic --repo "$WORK/restic" backup --quiet "$STORE"
+RESTIC_INC_BYTES=$(($(bytes "$WORK/restic") - RESTIC_FULL_BYTES))
+
+# ---------------------------------------------------------------- restores (full + incremental)
+
+measure qg_restore "$QG_BACKUP" restore --from "$WORK/qg-plain" --to "$WORK/qg-restored" --json
+measure qg_restore_enc "$QG_BACKUP" restore --from "$WORK/qg-enc" --to "$WORK/qg-restored-enc" --json
+measure restic_restore restic --repo "$WORK/restic" restore latest --target "$WORK/restic-restored"
+cmp <("$QG" export) <("$QG" --data "$WORK/qg-restored" export) || die "the qg-backup restore differs"
+cmp <("$QG" export) <("$QG" --data "$WORK/restic-restored/$STORE" export) || die "the restic restore differs"
+
+# ---------------------------------------------------------------- report
+
+QG_FULL_BYTES=$(json qg_full '["bytes"]')
+QG_INC_BYTES=$(json qg_inc '["bytes"]')
+QG_INC_ENC_BYTES=$(json qg_inc_enc '["bytes"]')
+{
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores ($(python3 -c 'import platform; print(platform.processor() or platform.machine())')), $(uname -sr); $(restic version | cut -d' ' -f1-2); one run each, warm page cache."
+    echo "Store: $QUADS quads in $GRAPHS graphs, $COMMITS commits on main; qg.sqlite $(mib "$DB_BYTES") MiB. The change: $CHANGE quads ($CHANGE_PCT%: $((CHANGE / 2)) added, $((CHANGE / 2)) removed) in one commit."
+    echo
+    echo "| benchmark | qg-backup | peer | ratio | goal | result |"
+    echo "|---|---|---|---|---|---|"
+    r=$(ratio "$(secs qg_full)" "$(secs restic_full)")
+    echo "| full backup time (to a directory) | $(secs qg_full) s plain, $(secs qg_full_enc) s --encrypt | restic $(secs restic_full) s | $r× restic (--encrypt: $(ratio "$(secs qg_full_enc)" "$(secs restic_full)")×) | faster than restic | $(python3 -c "print('met' if $(secs qg_full) < $(secs restic_full) else '**missed**')") |"
+    r=$(ratio "$(secs qg_full)" "$(secs cp)")
+    echo "| full backup vs the I/O ceiling | $(secs qg_full) s | \`cp\` + fsync of qg.sqlite $(secs cp) s | $r× cp | ≤ 1.5× cp | $(python3 -c "print('met' if $r <= 1.5 else '**missed**')") |"
+    echo "| full backup size | $(mib "$QG_FULL_BYTES") MiB | restic repo $(mib "$RESTIC_FULL_BYTES") MiB | $(ratio "$QG_FULL_BYTES" "$RESTIC_FULL_BYTES")× | (info) | |"
+    r=$(python3 -c "print(f'{100 * $QG_INC_BYTES / $QG_FULL_BYTES:.2f}')")
+    echo "| incremental after the $CHANGE_PCT% change: bytes | $(mib "$QG_INC_BYTES") MiB plain, $(mib "$QG_INC_ENC_BYTES") MiB --encrypt ($r% of the full) | restic 2nd snapshot +$(mib "$RESTIC_INC_BYTES") MiB | $(ratio "$QG_INC_BYTES" "$RESTIC_INC_BYTES")× restic | ≤ 2% of the full, smaller than restic | $(python3 -c "print('met' if $r <= 2 and $QG_INC_BYTES < $RESTIC_INC_BYTES else '**missed**')") |"
+    echo "| incremental after the $CHANGE_PCT% change: time | $(secs qg_inc) s | restic $(secs restic_inc) s | $(ratio "$(secs qg_inc)" "$(secs restic_inc)")× | faster than restic | $(python3 -c "print('met' if $(secs qg_inc) < $(secs restic_inc) else '**missed**')") |"
+    echo "| restore, full + incremental (RTO) | $(secs qg_restore) s plain, $(secs qg_restore_enc) s --encrypt (incl. the fsck-equivalent check) | restic restore $(secs restic_restore) s | $(ratio "$(secs qg_restore)" "$(secs restic_restore)")× | faster than restic | $(python3 -c "print('met' if $(secs qg_restore) < $(secs restic_restore) else '**missed**')") |"
+    maxrss=$(python3 -c "print(max($(rss_mib qg_full), $(rss_mib qg_full_enc), $(rss_mib qg_inc), $(rss_mib qg_restore), $(rss_mib qg_restore_enc)))")
+    echo "| peak RSS | full $(rss_mib qg_full) MiB, --encrypt $(rss_mib qg_full_enc) MiB, incremental $(rss_mib qg_inc) MiB, restore $(rss_mib qg_restore) MiB, --encrypt $(rss_mib qg_restore_enc) MiB | restic backup $(rss_mib restic_full) MiB, restore $(rss_mib restic_restore) MiB | - | < 100 MiB | $(python3 -c "print('met' if $maxrss < 100 else '**missed**')") |"
+} >"$RESULTS"
+cat "$RESULTS"

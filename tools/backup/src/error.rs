@@ -1,0 +1,71 @@
+//! Errors of `qg-backup`. Every error names what failed and where (backup id,
+//! target, file, record); [`Error::kind`] decides the exit code.
+
+use qg_store::ErrorKind;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed (opening, reading, writing, fsck, audit chain).
+    #[error(transparent)]
+    Store(#[from] qg_store::Error),
+    /// Reading or writing a local file or directory failed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A backup target (directory, S3 bucket, stdout) failed.
+    #[error("backup target {target}: {reason}")]
+    Target { target: String, reason: String },
+    /// A backup is damaged: checksum, authentication or structure.
+    #[error("backup {backup} is damaged: {reason}")]
+    Damaged { backup: String, reason: String },
+    /// A backup chain is incomplete or inconsistent.
+    #[error("backup chain is broken: {0}")]
+    Chain(String),
+    /// A check found problems (verify, restore's final fsck).
+    #[error("{0}")]
+    CheckFailed(String),
+    /// Bad usage or input: missing/wrong key, unknown backup, non-empty destination, bad target.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Which exit-code class the error belongs to (see DESIGN.md).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Store(e) => e.kind(),
+            Error::Usage(_) => ErrorKind::Usage,
+            _ => ErrorKind::Failed,
+        }
+    }
+
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl std::fmt::Display,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            what,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn damaged(backup: &str, reason: impl Into<String>) -> Self {
+        Error::Damaged {
+            backup: backup.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+}

@@ -1,0 +1,927 @@
+//! `qg-backup restore`: rebuild a store from a full backup and its
+//! incrementals up to a chosen point, into a new directory.
+//!
+//! The store is built in a staging directory inside the destination, every
+//! object is re-hashed as it is written (plaintext namespaces; sealed objects
+//! of encrypted namespaces are kept byte for byte and checked structurally),
+//! the audit chain is re-verified, the result is checked like `qg fsck`, and
+//! only then is the database moved into place. A failed restore leaves the
+//! destination as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use qg_store::audit::{Event, Outcome};
+use qg_store::object::{self, Plain, FLAG_SEALED, HEADER_LEN, MAGIC};
+use qg_store::objects::ObjectSet;
+use qg_store::progress::Progress;
+use qg_store::snapshot::{NamespaceRow, RestoreWriter, Snapshot};
+use qg_store::{clock, ObjectId, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{authenticate, stream_name, Catalog};
+use crate::check;
+use crate::error::{Error, Result};
+use crate::format::{
+    BackupKind, Header, HookFile, IndexOp, Manifest, Record, RecordType, StreamReader,
+};
+use crate::keys::{KeyOptions, Keyring};
+use crate::target::{S3Options, Target};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreOptions {
+    /// Directory, `file://DIR`, `s3://bucket/prefix`, or `-` for standard input
+    /// (one stream, or a full backup followed by its incrementals, concatenated).
+    pub from: String,
+    /// Restore up to this backup (default: the newest).
+    pub id: Option<String>,
+    /// Restore the newest backup taken at or before this time (RFC 3339, a
+    /// date, or an age such as `24h`).
+    pub at: Option<String>,
+    /// New data directory: must not exist or be empty.
+    pub to: PathBuf,
+    /// Restore only this namespace (with the whole audit log).
+    pub ns: Option<String>,
+    pub keys: KeyOptions,
+    pub s3: S3Options,
+    /// A live store to record this restore in as a restore test (`restore.test`),
+    /// when it exists and is the store the backup was taken of.
+    pub record_in: Option<PathBuf>,
+}
+
+/// The checks run on the restored store before it is moved into place.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreCheck {
+    /// Objects re-hashed: as they were written (plaintext namespaces), and
+    /// decrypted ones (encrypted namespaces the given keys open).
+    pub objects_verified: u64,
+    /// Commits and tree nodes reached from the refs and checked (as `qg fsck` does).
+    pub commits: u64,
+    pub tree_nodes: u64,
+    pub refs: u64,
+    /// Encrypted namespaces: restored byte for byte; their sealed objects were
+    /// checked structurally and every ref target is present, but they were not
+    /// decrypted (that needs the namespace keys).
+    pub encrypted_namespaces: Vec<String>,
+    /// Encrypted namespaces the given keys opened: every object decrypted and re-hashed.
+    pub decrypted_namespaces: Vec<String>,
+    /// Audit entries whose chain was re-verified.
+    pub audit_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreResult {
+    /// The backup restored to.
+    pub id: String,
+    /// The streams applied, full backup first.
+    pub chain: Vec<String>,
+    /// When the restored point's snapshot was taken.
+    pub point_in_time: String,
+    pub from: String,
+    pub to: PathBuf,
+    pub store_id: String,
+    pub namespace: Option<String>,
+    pub namespaces: Vec<String>,
+    pub objects: u64,
+    pub deleted: u64,
+    pub refs: u64,
+    pub hooks: u64,
+    pub bytes_read: u64,
+    pub check: RestoreCheck,
+    pub duration_ms: u64,
+    /// Things worth knowing that did not fail the restore.
+    pub warnings: Vec<String>,
+}
+
+/// Restore a store; see the module documentation. Encrypted namespaces are
+/// restored as ciphertext and checked structurally.
+pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreResult> {
+    restore_with_keys(opts, None, progress)
+}
+
+/// [`restore`], also decrypting and re-hashing every object of the encrypted
+/// namespaces that `keyring` (the store's master key, passwords) opens.
+pub fn restore_with_keys(
+    opts: &RestoreOptions,
+    keyring: Option<qg_store::store::Keyring>,
+    progress: &dyn Progress,
+) -> Result<RestoreResult> {
+    let started = Instant::now();
+    let dest = &opts.to;
+    let created_dest = prepare_destination(dest)?;
+    let staging = dest.join(format!(".qg-restore-{}", std::process::id()));
+    let result = restore_into(opts, keyring, &staging, progress, started);
+    let result = result.and_then(|r| {
+        move_into_place(&staging, dest)?;
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        if created_dest {
+            let _ = std::fs::remove_dir(dest);
+        }
+    }
+    let mut result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            record_test(opts, None, Some(&e), started);
+            return Err(e);
+        }
+    };
+    if let Some(w) = record_test(opts, Some(&result), None, started) {
+        result.warnings.push(w);
+    }
+    Ok(result)
+}
+
+/// Refuse a non-empty destination; create a missing one. Returns whether it was created.
+fn prepare_destination(dest: &Path) -> Result<bool> {
+    match std::fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::usage(format!(
+                    "restore destination {} is not empty: restore only into a new or empty directory",
+                    dest.display()
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dest)
+                .map_err(|e| Error::io("create the restore destination", dest.display(), e))?;
+            Ok(true)
+        }
+        Err(_) if dest.exists() && !dest.is_dir() => Err(Error::usage(format!(
+            "restore destination {} is not a directory",
+            dest.display()
+        ))),
+        Err(e) => Err(Error::io("read the restore destination", dest.display(), e)),
+    }
+}
+
+fn move_into_place(staging: &Path, dest: &Path) -> Result<()> {
+    let db = qg_store::storage::DB_FILE;
+    for suffix in ["-wal", "-shm"] {
+        let f = staging.join(format!("{db}{suffix}"));
+        if f.exists() {
+            std::fs::rename(&f, dest.join(format!("{db}{suffix}")))
+                .map_err(|e| Error::io("move into place", f.display(), e))?;
+        }
+    }
+    let hooks = staging.join("hooks");
+    if hooks.exists() {
+        std::fs::rename(&hooks, dest.join("hooks"))
+            .map_err(|e| Error::io("move into place", hooks.display(), e))?;
+    }
+    std::fs::rename(staging.join(db), dest.join(db))
+        .map_err(|e| Error::io("move into place", dest.join(db).display(), e))?;
+    std::fs::remove_dir(staging).map_err(|e| Error::io("remove", staging.display(), e))?;
+    if let Ok(d) = std::fs::File::open(dest) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Record the restore in the live store as a restore test, when asked and
+/// when that store is the one backed up. Returns a warning when it could not.
+fn record_test(
+    opts: &RestoreOptions,
+    ok: Option<&RestoreResult>,
+    err: Option<&Error>,
+    started: Instant,
+) -> Option<String> {
+    let path = opts.record_in.as_ref()?;
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(path, &opts.to) {
+        return None;
+    }
+    let store = Store::open(path).ok()?;
+    let store_id = store.id().ok()?;
+    if let Some(r) = ok {
+        if r.store_id != store_id {
+            return None;
+        }
+    }
+    let mut detail = serde_json::json!({
+        "from": opts.from,
+        "to": opts.to,
+        "duration_ms": started.elapsed().as_millis() as u64,
+    });
+    let mut event = Event::new(store.actor(), "restore.test").target(opts.from.clone());
+    match (ok, err) {
+        (Some(r), _) => {
+            detail["backup_id"] = r.id.clone().into();
+            detail["chain"] = serde_json::json!(r.chain);
+            detail["objects"] = r.objects.into();
+            detail["bytes"] = r.bytes_read.into();
+            detail["point_in_time"] = r.point_in_time.clone().into();
+        }
+        (None, Some(e)) => {
+            detail["error"] = e.to_string().into();
+            event = event.outcome(Outcome::Failure);
+        }
+        _ => {}
+    }
+    store.record(&event.detail(detail)).err().map(|e| {
+        format!(
+            "could not record the restore test in {}: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Which streams to apply.
+enum Source {
+    Catalog {
+        target: Target,
+        chain: Vec<Manifest>,
+    },
+    Stdin,
+}
+
+fn resolve_at(at: &str) -> Result<String> {
+    Ok(clock::format(clock::parse_since(at)?))
+}
+
+fn restore_into(
+    opts: &RestoreOptions,
+    keyring: Option<qg_store::store::Keyring>,
+    staging: &Path,
+    progress: &dyn Progress,
+    started: Instant,
+) -> Result<RestoreResult> {
+    if opts.id.is_some() && opts.at.is_some() {
+        return Err(Error::usage("give --id or --at, not both"));
+    }
+    let keys = Keyring::from_options(&opts.keys)?;
+    let target = Target::parse(&opts.from, &opts.s3)?;
+    let at = opts.at.as_deref().map(resolve_at).transpose()?;
+    let source = if target.is_stdio() {
+        Source::Stdin
+    } else {
+        let catalog = Catalog::load(&target)?;
+        let chosen = match (&opts.id, &at) {
+            (Some(id), _) => catalog.get(id)?.id.clone(),
+            (None, at) => {
+                let stores = catalog.stores();
+                if stores.len() > 1 {
+                    return Err(Error::usage(format!(
+                        "{} holds backups of {} stores ({}): choose one with --id",
+                        target.display(),
+                        stores.len(),
+                        stores.join(", ")
+                    )));
+                }
+                catalog
+                    .latest(None, at.as_deref())
+                    .ok_or_else(|| match at {
+                        Some(t) => Error::usage(format!(
+                            "{} holds no backup taken at or before {t}",
+                            target.display()
+                        )),
+                        None => Error::usage(format!("{} holds no backups", target.display())),
+                    })?
+                    .id
+                    .clone()
+            }
+        };
+        let chain: Vec<Manifest> = catalog.chain(&chosen)?.into_iter().cloned().collect();
+        for m in &chain {
+            if !authenticate(m, &keys)? {
+                return Err(Error::usage(format!(
+                    "backup {} is encrypted: set {} (or --key-file) or {} (or --passphrase-file)",
+                    m.id,
+                    crate::keys::KEY_ENV,
+                    crate::keys::PASSPHRASE_ENV
+                )));
+            }
+        }
+        Source::Catalog { target, chain }
+    };
+
+    let mut a = Applier::new(staging, opts.ns.clone());
+    match &source {
+        Source::Catalog { target, chain } => {
+            for m in chain {
+                progress.start(&format!("restore {}", short(&m.id)), Some(m.counts.objects));
+                let inp = target.open_read(&stream_name(&m.id), 0)?;
+                let (reader, header) = StreamReader::open(inp, &m.id)?
+                    .ok_or_else(|| Error::damaged(&m.id, "its stream is empty"))?;
+                if header.id != m.id {
+                    return Err(Error::damaged(
+                        &m.id,
+                        format!("its stream holds backup {} instead", header.id),
+                    ));
+                }
+                let end = a.apply(reader, &header, &keys, progress)?;
+                check_against_manifest(m, &end)?;
+                progress.finish();
+            }
+        }
+        Source::Stdin => {
+            let mut inp: Box<dyn Read> = Target::Stdio.open_read("-", 0)?;
+            let mut n = 0;
+            loop {
+                let Some((reader, header)) = StreamReader::open(inp, "on standard input")? else {
+                    break;
+                };
+                n += 1;
+                if let Some(t) = &at {
+                    if header.created.as_str() > t.as_str() {
+                        if n == 1 {
+                            return Err(Error::usage(format!(
+                                "the first backup on standard input ({}) was taken after {t}",
+                                header.id
+                            )));
+                        }
+                        break;
+                    }
+                }
+                progress.start(&format!("restore {}", short(&header.id)), None);
+                let (_, rest) = a.apply_returning(reader, &header, &keys, progress)?;
+                progress.finish();
+                inp = rest;
+                if opts.id.as_deref() == Some(header.id.as_str()) {
+                    break;
+                }
+            }
+            if n == 0 {
+                return Err(Error::usage("no backup stream on standard input"));
+            }
+            if let Some(id) = &opts.id {
+                if a.applied.last() != Some(id) {
+                    return Err(Error::usage(format!(
+                        "backup {id} is not in the streams on standard input"
+                    )));
+                }
+            }
+        }
+    }
+    a.finish(opts, keyring, progress, started)
+}
+
+fn short(id: &str) -> &str {
+    id.rsplit('-').next().unwrap_or(id)
+}
+
+pub(crate) fn check_against_manifest(m: &Manifest, end: &crate::format::StreamEnd) -> Result<()> {
+    if m.bytes != Some(end.bytes) {
+        return Err(Error::damaged(
+            &m.id,
+            format!(
+                "its stream is {} bytes but its manifest says {}",
+                end.bytes,
+                m.bytes
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+        ));
+    }
+    if m.sha256.as_deref() != Some(end.sha256.as_str()) {
+        return Err(Error::damaged(
+            &m.id,
+            "the SHA-256 of its stream does not match its manifest",
+        ));
+    }
+    let t = &end.trailer;
+    if t.counts != m.counts
+        || t.index != m.index
+        || t.trailer != m.trailer
+        || t.prefix_sha256 != m.prefix_sha256
+        || t.audit_seq != m.audit_seq
+        || t.audit_head != m.audit_head
+        || t.created != m.created
+    {
+        return Err(Error::damaged(
+            &m.id,
+            "its manifest does not match the trailer inside its stream",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies streams, in chain order, to the staging store.
+struct Applier {
+    staging: PathBuf,
+    filter: Option<String>,
+    w: Option<RestoreWriter>,
+    store_id: String,
+    point: String,
+    applied: Vec<String>,
+    hooks: BTreeMap<String, HookFile>,
+    /// Namespace name -> encrypted, as of the latest stream.
+    namespaces: BTreeMap<String, bool>,
+    objects: u64,
+    /// Objects re-hashed as they were written.
+    verified: u64,
+    /// Tree nodes of plaintext namespaces as decoded when written, for the final check.
+    nodes: HashMap<String, HashMap<ObjectId, check::NodeInfo>>,
+    deleted: u64,
+    refs: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct StreamState {
+    rank: u8,
+    existing: HashMap<String, NamespaceRow>,
+    seen: BTreeSet<String>,
+    objects: u64,
+    deleted: u64,
+    refs: u64,
+    kept_refs: u64,
+    reflog: u64,
+    audit: u64,
+    hooks: u64,
+    rows: u64,
+    namespaces: u64,
+    /// Hash of the (op, ns, id) sequence of object and deletion records, and of the index.
+    records_hash: Sha256,
+    index_hash: Sha256,
+}
+
+impl Applier {
+    fn new(staging: &Path, filter: Option<String>) -> Applier {
+        Applier {
+            staging: staging.to_path_buf(),
+            filter,
+            w: None,
+            store_id: String::new(),
+            point: String::new(),
+            applied: Vec::new(),
+            hooks: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            objects: 0,
+            verified: 0,
+            nodes: HashMap::new(),
+            deleted: 0,
+            refs: 0,
+            bytes: 0,
+        }
+    }
+
+    fn wants(&self, ns: &str) -> bool {
+        self.filter.as_deref().map_or(true, |f| f == ns)
+    }
+
+    fn apply<R: Read>(
+        &mut self,
+        reader: StreamReader<R>,
+        header: &Header,
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<crate::format::StreamEnd> {
+        self.apply_returning(reader, header, keys, progress)
+            .map(|(end, _)| end)
+    }
+
+    fn apply_returning<R: Read>(
+        &mut self,
+        mut reader: StreamReader<R>,
+        header: &Header,
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<(crate::format::StreamEnd, R)> {
+        let id = header.id.clone();
+        match (self.applied.last(), header.kind, &header.parent) {
+            (None, BackupKind::Full, _) => {}
+            (None, BackupKind::Incremental, _) => {
+                return Err(Error::Chain(format!(
+                    "backup {id} is incremental: restore needs its full backup first (its parent is {})",
+                    header.parent.as_deref().unwrap_or("unnamed")
+                )))
+            }
+            (Some(prev), BackupKind::Incremental, Some(p)) if p == prev => {}
+            (Some(prev), _, p) => {
+                return Err(Error::Chain(format!(
+                    "backup {id} does not follow {prev} (its parent is {})",
+                    p.as_deref().unwrap_or("none: it is a full backup")
+                )))
+            }
+        }
+        if !self.store_id.is_empty() && header.store_id != self.store_id && self.filter.is_none() {
+            return Err(Error::Chain(format!(
+                "backup {id} is of store {}, not {}",
+                header.store_id, self.store_id
+            )));
+        }
+        if let Some(info) = &header.encryption {
+            let master = keys.master(info, &id)?;
+            reader.set_cipher(Some(master.frames(info, &id)));
+        }
+        if self.w.is_none() {
+            self.store_id = if self.filter.is_some() {
+                let mut r = [0u8; 16];
+                getrandom::fill(&mut r).expect("the OS random source works");
+                hex::encode(r)
+            } else {
+                header.store_id.clone()
+            };
+            self.w = Some(RestoreWriter::create(
+                &self.staging,
+                &self.store_id,
+                &header.created,
+            )?);
+        }
+        if !header.hooks_unchanged {
+            self.hooks.clear();
+        }
+        let mut st = StreamState {
+            rank: RecordType::Header.rank(),
+            ..Default::default()
+        };
+        while let Some(rec) = reader.next_record()? {
+            let rank = rec.record_type().rank();
+            while st.rank < rank {
+                st.rank += 1;
+                self.enter(st.rank, &mut st)?;
+            }
+            self.record(rec, &mut st, &id, progress)?;
+        }
+        let (end, rest) = reader.finish()?;
+        self.bytes += end.bytes;
+        self.point = header.created.clone();
+        self.applied.push(id);
+        Ok((end, rest))
+    }
+
+    fn w(&mut self) -> &mut RestoreWriter {
+        self.w.as_mut().expect("created at the first header")
+    }
+
+    /// Start of a section: what the stream's complete sets replace.
+    fn enter(&mut self, rank: u8, st: &mut StreamState) -> Result<()> {
+        let filter = self.filter.clone();
+        match crate::format::section(rank) {
+            Some(RecordType::Namespace) => {
+                st.existing = self
+                    .w()
+                    .namespaces()?
+                    .into_iter()
+                    .map(|n| (n.name.clone(), n))
+                    .collect();
+                self.namespaces.clear();
+            }
+            Some(RecordType::KeyUsage) => {
+                // the namespace section is over: drop namespaces the stream no longer has
+                for name in st.existing.keys() {
+                    if !st.seen.contains(name) {
+                        self.w.as_ref().expect("open").drop_namespace(name)?;
+                        self.nodes.remove(name);
+                    }
+                }
+                self.w().clear_key_state(filter.as_deref())?;
+            }
+            Some(RecordType::Row) if filter.is_none() => {
+                // the stream's rows replace the tables' contents
+                for t in self.w().other_tables()? {
+                    self.w().clear_table(&t)?;
+                }
+            }
+            Some(RecordType::Ref) => self.w().clear_refs(filter.as_deref())?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        rec: Record,
+        st: &mut StreamState,
+        backup: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        match rec {
+            Record::Meta(k, v) => {
+                // the store id was set when the staging store was created
+                if k != "store_id" {
+                    self.w().set_meta(&k, &v)?;
+                }
+            }
+            Record::Namespace(row) => {
+                st.namespaces += 1;
+                if !self.wants(&row.name) {
+                    return Ok(());
+                }
+                if let Some(old) = st.existing.get(&row.name) {
+                    if old.created != row.created {
+                        // deleted and created again since the previous backup
+                        self.w().clear_reflog(&row.name)?;
+                    }
+                }
+                st.seen.insert(row.name.clone());
+                self.namespaces.insert(row.name.clone(), row.encrypted());
+                self.w().put_namespace(&row)?;
+            }
+            Record::KeyUsage(k) => {
+                if self.wants(&k.ns) {
+                    self.w().put_key_usage(&k)?;
+                }
+            }
+            Record::Rekey(r) => {
+                if self.wants(&r.ns) {
+                    self.w().put_rekey(&r)?;
+                }
+            }
+            Record::Hook(h) => {
+                st.hooks += 1;
+                self.hooks.insert(h.name.clone(), h);
+            }
+            Record::Row(row) => {
+                st.rows += 1;
+                // a partial restore is a new store: no tokens or settings of the old one
+                if self.filter.is_none() {
+                    self.w()
+                        .put_row(&row)
+                        .map_err(|e| Error::usage(format!("backup {backup}: {e}")))?;
+                }
+            }
+            Record::Ref(r) => {
+                st.refs += 1;
+                if self.wants(&r.ns) {
+                    st.kept_refs += 1;
+                    self.w().put_ref(&r)?;
+                }
+            }
+            Record::Reflog(r) => {
+                st.reflog += 1;
+                if self.wants(&r.ns) {
+                    self.w().put_reflog(&r)?;
+                }
+            }
+            Record::Audit(a) => {
+                st.audit += 1;
+                self.w()
+                    .put_audit(&a)
+                    .map_err(|e| Error::damaged(backup, e.to_string()))?;
+            }
+            Record::Object { ns, id, kind, data } => {
+                st.objects += 1;
+                hash_entry(&mut st.records_hash, IndexOp::Add, &ns, &id);
+                progress.inc(1);
+                if !self.wants(&ns) {
+                    return Ok(());
+                }
+                let encrypted = *self.namespaces.get(&ns).ok_or_else(|| {
+                    Error::damaged(backup, format!("object {id} belongs to namespace `{ns}`, which the backup does not have"))
+                })?;
+                match verify_object(backup, &ns, &id, kind, &data, encrypted)? {
+                    Verified::Rehashed => self.verified += 1,
+                    Verified::Node(info) => {
+                        self.verified += 1;
+                        self.nodes.entry(ns.clone()).or_default().insert(id, *info);
+                    }
+                    Verified::Structural => {}
+                }
+                self.w().put_object(&ns, &id, kind, &data)?;
+                self.objects += 1;
+            }
+            Record::Delete { ns, id } => {
+                st.deleted += 1;
+                hash_entry(&mut st.records_hash, IndexOp::Delete, &ns, &id);
+                if self.wants(&ns) {
+                    self.w().delete_object(&ns, &id)?;
+                    if let Some(m) = self.nodes.get_mut(&ns) {
+                        m.remove(&id);
+                    }
+                    self.deleted += 1;
+                }
+            }
+            Record::Index(entries) => {
+                for e in entries {
+                    hash_entry(&mut st.index_hash, e.op, &e.ns, &e.id);
+                }
+            }
+            Record::Trailer(m) => {
+                let c = &m.counts;
+                let seen = (
+                    st.namespaces,
+                    st.refs,
+                    st.reflog,
+                    st.audit,
+                    st.hooks,
+                    st.rows,
+                    st.objects,
+                    st.deleted,
+                );
+                let said = (
+                    c.namespaces,
+                    c.refs,
+                    c.reflog,
+                    c.audit,
+                    c.hooks,
+                    c.rows,
+                    c.objects,
+                    c.deleted,
+                );
+                if seen != said {
+                    return Err(Error::damaged(
+                        backup,
+                        format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions) {said:?} but the stream holds {seen:?}"),
+                    ));
+                }
+                let a = std::mem::take(&mut st.records_hash).finalize();
+                let b = std::mem::take(&mut st.index_hash).finalize();
+                if a != b {
+                    return Err(Error::damaged(
+                        backup,
+                        "its index does not list exactly its objects and deletions",
+                    ));
+                }
+                self.refs = st.kept_refs;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        opts: &RestoreOptions,
+        keyring: Option<qg_store::store::Keyring>,
+        progress: &dyn Progress,
+        started: Instant,
+    ) -> Result<RestoreResult> {
+        if let Some(ns) = &self.filter {
+            if !self.namespaces.contains_key(ns) {
+                return Err(Error::usage(format!(
+                    "namespace `{ns}` is not in backup {}",
+                    self.applied.last().map(String::as_str).unwrap_or("?")
+                )));
+            }
+        }
+        let w = self
+            .w
+            .take()
+            .ok_or_else(|| Error::usage("nothing to restore"))?;
+        // hooks
+        let hooks_dir = self.staging.join("hooks");
+        std::fs::create_dir_all(&hooks_dir)
+            .map_err(|e| Error::io("create", hooks_dir.display(), e))?;
+        for h in self.hooks.values() {
+            use std::os::unix::fs::PermissionsExt;
+            if h.name.contains('/') || h.name == ".." || h.name == "." {
+                return Err(Error::damaged(
+                    self.applied.last().expect("applied"),
+                    format!("bad hook name `{}`", h.name),
+                ));
+            }
+            let p = hooks_dir.join(&h.name);
+            std::fs::write(&p, &h.data).map_err(|e| Error::io("write", p.display(), e))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(h.mode & 0o7777))
+                .map_err(|e| Error::io("set permissions of", p.display(), e))?;
+        }
+        w.finish()?;
+
+        // Check the restored store as `qg fsck` would, then record the restore in it.
+        let mut store = Store::open(&self.staging)?;
+        if let Some(k) = keyring {
+            store.set_keyring(k);
+        }
+        let mut check = RestoreCheck {
+            audit_entries: qg_store::audit::verify(store.db())?,
+            ..Default::default()
+        };
+        let mut problems = check::integrity(&store)?;
+        let mut walk = check::Walk::default();
+        for (ns, encrypted) in &self.namespaces {
+            if !*encrypted {
+                let objs = ObjectSet::new(store.db(), ns);
+                let empty = HashMap::new();
+                let nodes = self.nodes.get(ns).unwrap_or(&empty);
+                check::walk_known(&store, ns, &objs, nodes, progress, &mut walk)?;
+                continue;
+            }
+            match store.objects(ns) {
+                Ok(objs) => {
+                    check.decrypted_namespaces.push(ns.clone());
+                    check::walk(&store, ns, &objs, true, progress, &mut walk)?;
+                }
+                Err(_) => {
+                    // no key for it here: kept sealed, its refs' targets checked
+                    check.encrypted_namespaces.push(ns.clone());
+                    let snap = Snapshot::begin(store.db())?;
+                    for r in snap.refs()?.into_iter().filter(|r| &r.ns == ns) {
+                        walk.refs += 1;
+                        if !snap.db().has_object(ns, &r.target)? {
+                            problems.push(format!(
+                                "{ns}: ref {} points at missing object {}",
+                                r.name, r.target
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        problems.extend(walk.problems);
+        check.objects_verified = self.verified + walk.decrypted;
+        check.commits = walk.commits;
+        check.tree_nodes = walk.nodes;
+        check.refs = walk.refs;
+        if !problems.is_empty() {
+            return Err(Error::CheckFailed(format!(
+                "the restored store failed its check ({} problem(s)), so nothing was restored: {}",
+                problems.len(),
+                problems.join("; ")
+            )));
+        }
+        let id = self.applied.last().expect("applied").clone();
+        let duration_ms = started.elapsed().as_millis() as u64;
+        store.record(
+            &Event::new(store.actor(), "restore")
+                .target(opts.to.display().to_string())
+                .detail(serde_json::json!({
+                    "backup_id": id,
+                    "chain": self.applied,
+                    "from": opts.from,
+                    "point_in_time": self.point,
+                    "namespace": self.filter,
+                    "objects": self.objects,
+                    "bytes": self.bytes,
+                    "duration_ms": duration_ms,
+                })),
+        )?;
+        qg_store::snapshot::checkpoint(store.db())?;
+        drop(store);
+        Ok(RestoreResult {
+            id,
+            chain: self.applied.clone(),
+            point_in_time: self.point.clone(),
+            from: opts.from.clone(),
+            to: opts.to.clone(),
+            store_id: self.store_id.clone(),
+            namespace: self.filter.clone(),
+            namespaces: self.namespaces.keys().cloned().collect(),
+            objects: self.objects,
+            deleted: self.deleted,
+            refs: self.refs,
+            hooks: self.hooks.len() as u64,
+            bytes_read: self.bytes,
+            check,
+            duration_ms,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+fn hash_entry(h: &mut Sha256, op: IndexOp, ns: &str, id: &ObjectId) {
+    h.update([op as u8]);
+    h.update((ns.len() as u16).to_le_bytes());
+    h.update(ns.as_bytes());
+    h.update(id.0);
+}
+
+/// Check an object before it is written: plaintext objects are decoded and
+/// re-hashed (tree nodes also parsed); sealed ones (encrypted namespaces) are
+/// checked structurally.
+pub(crate) fn verify_object(
+    backup: &str,
+    ns: &str,
+    id: &ObjectId,
+    kind: u8,
+    data: &[u8],
+    encrypted: bool,
+) -> Result<Verified> {
+    let bad = |reason: String| {
+        Error::damaged(backup, format!("object {id} of namespace `{ns}`: {reason}"))
+    };
+    if !encrypted {
+        let (k, payload) = object::decode(&Plain, ns, id, data).map_err(|e| bad(e.to_string()))?;
+        if k as u8 != kind {
+            return Err(bad(format!(
+                "recorded as kind {kind} but it is a {}",
+                k.name()
+            )));
+        }
+        if k == object::Kind::Node {
+            let node = qg_store::tree::Node::decode(&payload)
+                .map_err(|e| bad(format!("bad tree node: {e}")))?;
+            return Ok(Verified::Node(Box::new(check::NodeInfo::of(&node))));
+        }
+        return Ok(Verified::Rehashed);
+    }
+    if data.len() < HEADER_LEN || &data[..3] != MAGIC || data[4] != kind {
+        return Err(bad("not a framed object".into()));
+    }
+    let nonce = data[10] as usize;
+    if data.len() < HEADER_LEN + nonce || (data[5] & FLAG_SEALED != 0 && nonce == 0) {
+        return Err(bad("bad frame header".into()));
+    }
+    Ok(Verified::Structural)
+}
+
+/// How an object was checked before it was written.
+pub(crate) enum Verified {
+    /// Decoded and re-hashed (a commit).
+    Rehashed,
+    /// Decoded, re-hashed and parsed: a tree node.
+    Node(Box<check::NodeInfo>),
+    /// Sealed: its frame was checked.
+    Structural,
+}
