@@ -148,8 +148,7 @@ impl<'a> ObjectSet<'a> {
         let mut written = (0u64, 0u64);
         for id in std::mem::take(&mut p.order) {
             if let Some((kind, bytes)) = p.objects.remove(&id) {
-                if !self.db.has_object(&self.ns, &id)? {
-                    self.db.put_object(&self.ns, &id, kind, &bytes)?;
+                if self.db.put_object(&self.ns, &id, kind, &bytes)? {
                     written.0 += 1;
                     written.1 += bytes.len() as u64;
                 }

@@ -10,7 +10,7 @@
 //! is one transaction, followed by a `VACUUM` (no free page keeps old bytes)
 //! and a WAL checkpoint that truncates the log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -374,8 +374,7 @@ pub fn rekey(
         }
         copier.flush_in_tx()?;
         db.remap_refs(ns, copier.map)?;
-        let keep: HashSet<ObjectId> = copier.map.values().copied().collect();
-        let deleted = db.delete_objects_except(ns, &keep)?;
+        let deleted = db.delete_objects_not_rekeyed(ns)?;
         let mut rec = CryptoRecord::from_json(ns, &db.crypto_record(ns)?.unwrap_or_default())?;
         rec.current = Some(job.to);
         rec.job = None;

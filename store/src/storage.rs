@@ -121,13 +121,23 @@ pub struct Db {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Keep the WAL when a process closes the store: checkpointing and deleting
-    // it on every exit, then re-creating it, costs each CLI command 4 fsyncs.
-    // SQLite still checkpoints automatically as the WAL grows.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )?;
+    // Keep the WAL file when the last connection closes: deleting it on every
+    // exit and re-creating it in the next process costs each CLI command two
+    // extra fsyncs. The close still checkpoints, so a closed store is whole
+    // in qg.sqlite (what `cp` of a closed store expects).
+    let mut persist: std::ffi::c_int = 1;
+    // SAFETY: a file-control call on this open connection's main database with
+    // a pointer to a live int, as SQLITE_FCNTL_PERSIST_WAL documents.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut persist as *mut std::ffi::c_int).cast(),
+        );
+    }
+    // ...but not its size: a persisted WAL is cut back to this after checkpoints.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     // WAL lets readers run beside the single writer; FULL sync makes an
     // acknowledged commit survive power loss, not only a process kill.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -297,13 +307,15 @@ impl Db {
             .is_some())
     }
 
-    pub fn put_object(&self, ns: &str, id: &ObjectId, kind: Kind, data: &[u8]) -> Result<()> {
-        self.conn
+    /// Store an object; false when it was already there (content addressing).
+    pub fn put_object(&self, ns: &str, id: &ObjectId, kind: Kind, data: &[u8]) -> Result<bool> {
+        let n = self
+            .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![ns, &id.0[..], kind as u8, data])?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub fn delete_object(&self, ns: &str, id: &ObjectId) -> Result<()> {
@@ -500,20 +512,13 @@ impl Db {
         Ok(())
     }
 
-    /// Delete every object of `ns` whose id is not in `keep`; returns how many.
-    pub fn delete_objects_except(
-        &self,
-        ns: &str,
-        keep: &std::collections::HashSet<ObjectId>,
-    ) -> Result<u64> {
-        let mut n = 0;
-        for (id, _) in self.object_ids(ns)? {
-            if !keep.contains(&id) {
-                self.delete_object(ns, &id)?;
-                n += 1;
-            }
-        }
-        Ok(n)
+    /// Delete every object of `ns` that is not the new copy of a re-encryption
+    /// (a `rekey_map` target); returns how many.
+    pub fn delete_objects_not_rekeyed(&self, ns: &str) -> Result<u64> {
+        Ok(self.conn.execute(
+            "DELETE FROM objects WHERE ns=?1 AND id NOT IN (SELECT new FROM rekey_map WHERE ns=?1)",
+            [ns],
+        )? as u64)
     }
 
     /// Overwrite deleted content with zeros from now on (this connection).
