@@ -557,10 +557,16 @@ impl Db {
             "DELETE FROM objects WHERE ns=?1",
             "DELETE FROM refs WHERE ns=?1",
             "DELETE FROM reflog WHERE ns=?1",
+            "DELETE FROM protected_branches WHERE ns=?1",
             "DELETE FROM namespaces WHERE name=?1",
         ] {
             self.conn.execute(sql, [ns])?;
         }
+        // tokens scoped to the namespace must not carry over to a namesake created later
+        self.conn.execute(
+            "UPDATE api_tokens SET revoked=?2 WHERE ns=?1 AND revoked IS NULL",
+            params![ns, crate::clock::now()],
+        )?;
         Ok(())
     }
 

@@ -445,3 +445,31 @@ fn completions_and_man_page() {
         .contains("_qg()"));
     assert!(q.run(&["man"]).ok().stdout.contains(".TH qg 1"));
 }
+
+#[test]
+fn deleting_a_namespace_revokes_its_tokens_and_protections() {
+    let q = Qg::new();
+    q.run(&["ns", "create", "tmp"]).ok();
+    q.run(&["--ns", "tmp", "branch", "protect", "main"]).ok();
+    q.run(&[
+        "token", "create", "--user", "u", "--role", "writer", "--ns", "tmp",
+    ])
+    .ok();
+    q.run(&["ns", "rm", "tmp"]).ok();
+    let db = q.sqlite();
+    let protected: i64 = db
+        .query_row(
+            "SELECT count(*) FROM protected_branches WHERE ns='tmp'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let live: i64 = db
+        .query_row(
+            "SELECT count(*) FROM api_tokens WHERE ns='tmp' AND revoked IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((protected, live), (0, 0));
+}
