@@ -11,7 +11,6 @@ use qg_backup::keys::{KeyOptions, PASSPHRASE_ENV};
 use qg_backup::target::S3Options;
 use qg_backup::{full, incremental, list, prune, restore, verify, Error};
 use qg_store::cli::{self, GlobalArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use qg_store::ErrorKind;
 
 const AFTER_HELP: &str = "Targets: a directory, file://DIR, s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment; --s3-endpoint for MinIO-style servers), or - for standard output/input.\n\
 Secrets: QG_BACKUP_KEY (64 hex digits) or QG_BACKUP_PASSPHRASE in the environment, or --key-file / --passphrase-file; never as flags.\n\n\
@@ -171,22 +170,9 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// Print `error: ...` with its cause chain; return the exit code.
+/// Print `error: ...` with its cause chain, as every QuadGit binary does.
 fn report(err: &Error) -> i32 {
-    let mut msg = format!("error: {err}");
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!("\n  caused by: {text}"));
-        }
-        source = s.source();
-    }
-    let _ = writeln!(std::io::stderr(), "{msg}");
-    match err.kind() {
-        ErrorKind::Usage => EXIT_USAGE,
-        ErrorKind::Failed => EXIT_FAILED,
-    }
+    cli::report_with(err, err.kind())
 }
 
 /// Whether `--ns` was typed on the command line (not defaulted, not from QG_NS).
