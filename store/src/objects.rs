@@ -18,6 +18,14 @@ use crate::tree::Node;
 /// Decoded nodes kept in memory; cleared when full (operations touch few nodes
 /// each, and a full scan should not hold the whole tree).
 const CACHE_NODES: usize = 8192;
+/// Size of a cache shared across operations (see [`SharedNodes`]).
+const SHARED_NODES: usize = 2048;
+
+/// Decoded nodes of one namespace that outlive an operation: objects are
+/// immutable, so a node read once stays valid (a long-running server keeps
+/// the upper levels of its trees decoded). Only nodes read from the database
+/// go in, never buffered ones that may not land.
+pub type SharedNodes = std::sync::Arc<std::sync::Mutex<HashMap<ObjectId, Arc<Node>>>>;
 
 /// Access to the objects of one namespace.
 pub struct ObjectSet<'a> {
@@ -25,6 +33,7 @@ pub struct ObjectSet<'a> {
     ns: String,
     sealer: Box<dyn Sealer + 'a>,
     cache: RefCell<HashMap<ObjectId, Arc<Node>>>,
+    shared: Option<SharedNodes>,
     pending: RefCell<Pending>,
 }
 
@@ -48,6 +57,7 @@ impl<'a> ObjectSet<'a> {
             ns: ns.to_string(),
             sealer,
             cache: RefCell::new(HashMap::new()),
+            shared: None,
             pending: RefCell::new(Pending::default()),
         }
     }
@@ -85,11 +95,23 @@ impl<'a> ObjectSet<'a> {
         object::decode(&*self.sealer, &self.ns, id, &bytes)
     }
 
+    /// Also keep decoded nodes in `shared`, beyond this operation.
+    pub fn with_shared_nodes(mut self, shared: SharedNodes) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// A tree node, from the cache when possible.
     pub fn node(&self, id: &ObjectId) -> Result<Arc<Node>> {
         if let Some(n) = self.cache.borrow().get(id) {
             return Ok(n.clone());
         }
+        if let Some(shared) = &self.shared {
+            if let Some(n) = shared.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+                return Ok(n.clone());
+            }
+        }
+        let from_db = !self.pending.borrow().objects.contains_key(id);
         let (kind, payload) = self.get(id)?;
         if kind != Kind::Node {
             return Err(Error::CorruptObject {
@@ -105,6 +127,13 @@ impl<'a> ObjectSet<'a> {
                 reason,
             })?,
         );
+        if let (true, Some(shared)) = (from_db, &self.shared) {
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if s.len() >= SHARED_NODES {
+                s.clear();
+            }
+            s.insert(*id, node.clone());
+        }
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CACHE_NODES {
             cache.clear();

@@ -32,6 +32,8 @@ pub struct Store {
     keyring: Keyring,
     /// Unwrapped data keys of namespaces opened so far (zeroized on drop).
     opened: RefCell<HashMap<String, Arc<BTreeMap<u32, Secret>>>>,
+    /// Decoded tree nodes per namespace, kept across operations on this handle.
+    nodes: std::sync::Mutex<HashMap<String, crate::objects::SharedNodes>>,
     /// Told about every hook run (the server counts them for `/metrics`).
     hook_observer: Option<HookObserver>,
     /// Refuse to move protected branches (`qg serve` sets it for writers).
@@ -109,6 +111,7 @@ impl Store {
             hooks: Hooks::new(dir, crate::hooks::DEFAULT_TIMEOUT),
             keyring: Keyring::default(),
             opened: RefCell::new(HashMap::new()),
+            nodes: std::sync::Mutex::new(HashMap::new()),
             hook_observer: None,
             deny_protected: false,
         }
@@ -159,6 +162,7 @@ impl Store {
     /// Forget unwrapped keys (after a rotation changed them).
     pub fn forget_keys(&self) {
         self.opened.borrow_mut().clear();
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Unwrap the data keys of an encrypted namespace with the keyring.
@@ -349,8 +353,22 @@ impl Store {
         Ok(self.db.meta("store_id")?.unwrap_or_default())
     }
 
-    /// Objects of an existing namespace, opened with the keyring when it is encrypted.
+    /// Objects of an existing namespace, opened with the keyring when it is
+    /// encrypted. Decoded nodes are shared with later operations on this handle.
     pub fn objects(&self, ns: &str) -> Result<ObjectSet<'_>> {
+        let shared = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ns.to_string())
+            .or_default()
+            .clone();
+        Ok(self.objects_uncached(ns)?.with_shared_nodes(shared))
+    }
+
+    /// Like [`Store::objects`], but every node is read from the database
+    /// (`fsck` must see what is stored, not what was read earlier).
+    pub fn objects_uncached(&self, ns: &str) -> Result<ObjectSet<'_>> {
         match self.crypto_record(ns)? {
             None => Ok(ObjectSet::new(&self.db, ns)),
             Some(rec) => {
@@ -484,6 +502,10 @@ impl Store {
             let (objects, bytes) = db.object_stats(ns)?;
             db.delete_namespace(ns)?;
             self.opened.borrow_mut().remove(ns);
+            self.nodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ns);
             audit::append(
                 db,
                 &Event::new(&self.actor, "ns.delete")

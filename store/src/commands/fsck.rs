@@ -85,7 +85,7 @@ fn check_namespace(
     report: &mut FsckReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let objs = match store.objects(ns) {
+    let objs = match store.objects_uncached(ns) {
         Ok(o) => o,
         Err(e @ (Error::Locked { .. } | Error::RateLimited { .. })) => {
             report.problems.push(Problem {
