@@ -77,9 +77,24 @@ pub fn walk(
         }
         progress.finish();
     }
+    let mut nodes: NodeMemo = HashMap::new();
+    walk_history(&snap, ns, objs, progress, out, |tree, count| {
+        subtree(objs, tree, None, &mut nodes, count).map(|(n, _)| n)
+    })
+}
+
+/// Follow every ref of `ns` through all its commits; `tree` checks a commit's
+/// tree (counting nodes into its second argument) and returns its key count.
+fn walk_history(
+    snap: &Snapshot,
+    ns: &str,
+    objs: &ObjectSet,
+    progress: &dyn Progress,
+    out: &mut Walk,
+    mut tree: impl FnMut(&ObjectId, &mut u64) -> Checked<u64>,
+) -> Result<()> {
     let refs: Vec<_> = snap.refs()?.into_iter().filter(|r| r.ns == ns).collect();
     let mut seen_commits: HashSet<ObjectId> = HashSet::new();
-    let mut nodes: HashMap<ObjectId, (u64, Option<Vec<u8>>)> = HashMap::new();
     progress.start(&format!("walk {ns}"), None);
     for r in refs {
         out.refs += 1;
@@ -98,8 +113,8 @@ pub fn walk(
                     continue;
                 }
             };
-            match subtree(objs, &commit.tree, None, &mut nodes, &mut out.nodes) {
-                Ok((count, _)) if count != commit.quads => out.problems.push(format!(
+            match tree(&commit.tree, &mut out.nodes) {
+                Ok(count) if count != commit.quads => out.problems.push(format!(
                     "{ns}: commit {id} says {} quads but its tree holds {count}",
                     commit.quads
                 )),
@@ -174,43 +189,10 @@ pub fn walk_known(
     out: &mut Walk,
 ) -> Result<()> {
     let snap = Snapshot::begin(store.db())?;
-    let refs: Vec<_> = snap.refs()?.into_iter().filter(|r| r.ns == ns).collect();
-    let mut seen_commits: HashSet<ObjectId> = HashSet::new();
     let mut checked: HashSet<ObjectId> = HashSet::new();
-    progress.start(&format!("walk {ns}"), None);
-    for r in refs {
-        out.refs += 1;
-        let mut stack = vec![r.target];
-        while let Some(id) = stack.pop() {
-            if !seen_commits.insert(id) {
-                continue;
-            }
-            out.commits += 1;
-            progress.inc(1);
-            let commit = match Commit::load(objs, &id) {
-                Ok(c) => c,
-                Err(e) => {
-                    out.problems
-                        .push(format!("{ns}: commit {id} (reached from {}): {e}", r.name));
-                    continue;
-                }
-            };
-            match known_subtree(nodes, &commit.tree, None, &mut checked, &mut out.nodes) {
-                Ok((count, _)) if count != commit.quads => out.problems.push(format!(
-                    "{ns}: commit {id} says {} quads but its tree holds {count}",
-                    commit.quads
-                )),
-                Ok(_) => {}
-                Err((bad, what)) => out.problems.push(format!(
-                    "{ns}: object {bad}: {what} (in the tree of commit {id}, ref {})",
-                    r.name
-                )),
-            }
-            stack.extend(commit.parents);
-        }
-    }
-    progress.finish();
-    Ok(())
+    walk_history(&snap, ns, objs, progress, out, |tree, count| {
+        known_subtree(nodes, tree, None, &mut checked, count).map(|(n, _)| n)
+    })
 }
 
 fn known_subtree(
