@@ -192,6 +192,35 @@ pub struct Counts {
     pub records: u64,
 }
 
+impl Counts {
+    /// The record tallies a reader saw, in the order the check reports them.
+    pub fn tallies(&self) -> [u64; 8] {
+        [
+            self.namespaces,
+            self.refs,
+            self.reflog,
+            self.audit,
+            self.hooks,
+            self.rows,
+            self.objects,
+            self.deleted,
+        ]
+    }
+
+    /// Fail, naming `backup`, when a stream's trailer (`self`) disagrees with
+    /// the records read before it (`seen`).
+    pub fn check_seen(&self, seen: [u64; 8], backup: &str) -> Result<()> {
+        let said = self.tallies();
+        if seen != said {
+            return Err(Error::damaged(
+                backup,
+                format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions) {said:?} but the stream holds {seen:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A backup's manifest. The trailer record carries it with `stream`,
 /// `bytes`, `sha256` and `mac` unset; the manifest file beside the stream
 /// has them all (and `mac` when encrypted).
@@ -1189,6 +1218,24 @@ fn section_name(rank: u8) -> &'static str {
 mod tests {
     use super::*;
     use crate::keys::{Master, Secret};
+
+    #[test]
+    fn trailer_counts_must_match_the_records_read() {
+        let c = Counts {
+            namespaces: 2,
+            refs: 3,
+            objects: 10,
+            ..Default::default()
+        };
+        c.check_seen(c.tallies(), "b1").unwrap();
+        let mut seen = c.tallies();
+        seen[6] -= 1; // one object record lost
+        let err = c.check_seen(seen, "b1").unwrap_err().to_string();
+        assert!(
+            err.contains("b1") && err.contains("trailer counts"),
+            "{err}"
+        );
+    }
 
     fn header(id: &str, enc: Option<EncryptionInfo>) -> Header {
         Header {

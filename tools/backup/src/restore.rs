@@ -701,32 +701,19 @@ impl Applier {
             }
             Record::Trailer(m) => {
                 let c = &m.counts;
-                let seen = (
-                    st.namespaces,
-                    st.refs,
-                    st.reflog,
-                    st.audit,
-                    st.hooks,
-                    st.rows,
-                    st.objects,
-                    st.deleted,
-                );
-                let said = (
-                    c.namespaces,
-                    c.refs,
-                    c.reflog,
-                    c.audit,
-                    c.hooks,
-                    c.rows,
-                    c.objects,
-                    c.deleted,
-                );
-                if seen != said {
-                    return Err(Error::damaged(
-                        backup,
-                        format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions) {said:?} but the stream holds {seen:?}"),
-                    ));
-                }
+                c.check_seen(
+                    [
+                        st.namespaces,
+                        st.refs,
+                        st.reflog,
+                        st.audit,
+                        st.hooks,
+                        st.rows,
+                        st.objects,
+                        st.deleted,
+                    ],
+                    backup,
+                )?;
                 let a = std::mem::take(&mut st.records_hash).finalize();
                 let b = std::mem::take(&mut st.index_hash).finalize();
                 if a != b {

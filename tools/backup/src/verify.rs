@@ -149,25 +149,12 @@ pub(crate) fn check_stream<R: Read>(
             }
             Record::Trailer(m) => {
                 let c = &m.counts;
-                let seen = (
-                    namespaces, refs, reflog, audit, hooks, rows, objects, deleted,
-                );
-                let said = (
-                    c.namespaces,
-                    c.refs,
-                    c.reflog,
-                    c.audit,
-                    c.hooks,
-                    c.rows,
-                    c.objects,
-                    c.deleted,
-                );
-                if seen != said {
-                    return Err(Error::damaged(
-                        &id,
-                        format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions) {said:?} but the stream holds {seen:?}"),
-                    ));
-                }
+                c.check_seen(
+                    [
+                        namespaces, refs, reflog, audit, hooks, rows, objects, deleted,
+                    ],
+                    &id,
+                )?;
                 if audit_prev.map(|(s, _)| s).unwrap_or(m.audit_seq) != m.audit_seq {
                     return Err(Error::damaged(
                         &id,
