@@ -253,3 +253,38 @@ fn hook_that_ignores_stdin_does_not_kill_qg() {
         .ok();
     assert_eq!(r.json()["added"], 5000);
 }
+
+#[test]
+fn bulk_load_runs_the_same_hooks_as_commit() {
+    let q = Qg::new();
+    q.install_hook(
+        "post-commit",
+        "#!/bin/sh\necho 'indexer down' >&2\nexit 3\n",
+    );
+    let f = q.write("load.nq", &quads(0..50));
+    let r = q
+        .run(&["bulk-load", f.to_str().unwrap(), "-m", "load", "--json"])
+        .ok();
+    assert!(
+        r.stderr.contains("post-commit hook failed: indexer down"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.json()["hook_warnings"][0],
+        "post-commit hook failed: indexer down"
+    );
+    q.install_hook("pre-commit", "#!/bin/sh\necho 'frozen' >&2\nexit 1\n");
+    let head = q.head("main");
+    let more = q.write("more.nq", &quads(50..60));
+    let r = q
+        .run(&["bulk-load", more.to_str().unwrap(), "-m", "more"])
+        .code(1);
+    assert!(
+        r.stderr
+            .contains("pre-commit hook rejected the bulk-load: frozen"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(q.head("main"), head);
+}

@@ -522,6 +522,9 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                 },
                 &cli::Bars::default(),
             )?;
+            for w in &r.hook_warnings {
+                eprintln!("warning: {w}");
+            }
             if g.json {
                 cli::print_json(&r)?;
             } else {

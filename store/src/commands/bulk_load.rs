@@ -65,6 +65,8 @@ pub struct BulkLoadResult {
     pub added: u64,
     pub objects_written: u64,
     pub bytes_written: u64,
+    /// Failures of post-commit / post-receive hooks (the load stands).
+    pub hook_warnings: Vec<String>,
 }
 
 pub fn bulk_load(
@@ -166,12 +168,6 @@ pub fn bulk_load(
             "author": author, "message": opts.message, "added_count": added, "removed_count": 0,
             "added": null, "removed": "", "added_file": opts.source.name(), "removed_file": null,
         });
-        store.run_hook(
-            Hook::PreCommit,
-            ns,
-            "bulk-load",
-            &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})),
-        )?;
         let event = Event::new(store.actor(), "commit")
             .ns(ns)
             .target(refname.clone())
@@ -179,25 +175,22 @@ pub fn bulk_load(
                 "commit": id, "parent": parent, "author": author, "added": added, "removed": 0,
                 "message": super::loggable(&objs, &opts.message), "bulk_load": true, "read": read,
             }));
-        let (n, b) = store.land(
-            &objs,
-            &refname,
-            Some(parent),
-            id,
-            &format!(
+        let ((n, b), hook_warnings) = super::publish(super::Publish {
+            store,
+            objs: &objs,
+            operation: "bulk-load",
+            pre: Hook::PreCommit,
+            post: Hook::PostCommit,
+            doc,
+            refname: &refname,
+            parent,
+            commit: id,
+            reflog: format!(
                 "bulk-load: {}",
                 super::loggable(&objs, &opts.message).unwrap_or_default()
             ),
-            &event,
-        )?;
-        for hook in [Hook::PostCommit, Hook::PostReceive] {
-            store.run_hook(
-                hook,
-                ns,
-                "bulk-load",
-                &super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()})),
-            )?;
-        }
+            event,
+        })?;
         Ok(BulkLoadResult {
             ns: ns.to_string(),
             branch: branch.clone(),
@@ -208,6 +201,7 @@ pub fn bulk_load(
             added,
             objects_written: flushed.0 + n,
             bytes_written: flushed.1 + b,
+            hook_warnings,
         })
     })();
     store.db().write(|db| db.drop_lease(lease))?;

@@ -129,13 +129,6 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
         }),
         change_doc,
     );
-    store.run_hook(
-        Hook::PreCommit,
-        ns,
-        "commit",
-        &super::extend(doc.clone(), serde_json::json!({"hook": "pre-commit"})),
-    )?;
-
     let event = Event::new(store.actor(), "commit")
         .ns(ns)
         .target(refname.clone())
@@ -143,31 +136,22 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<CommitResult> {
             "commit": id, "parent": parent, "author": author,
             "added": added, "removed": removed, "message": super::loggable(&objs, &opts.message),
         }));
-    let (objects_written, bytes_written) = store.land(
-        &objs,
-        &refname,
-        Some(parent),
-        id,
-        &format!(
+    let ((objects_written, bytes_written), hook_warnings) = super::publish(super::Publish {
+        store,
+        objs: &objs,
+        operation: "commit",
+        pre: Hook::PreCommit,
+        post: Hook::PostCommit,
+        doc,
+        refname: &refname,
+        parent,
+        commit: id,
+        reflog: format!(
             "commit: {}",
             super::loggable(&objs, &opts.message).unwrap_or_default()
         ),
-        &event,
-    )?;
-
-    let mut hook_warnings = Vec::new();
-    for hook in [Hook::PostCommit, Hook::PostReceive] {
-        let doc = super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()}));
-        if let Some(run) = store.run_hook(hook, ns, "commit", &doc)? {
-            if !run.ok() {
-                hook_warnings.push(format!(
-                    "{} hook failed: {}",
-                    hook.file_name(),
-                    run.failure(store.hooks().timeout)
-                ));
-            }
-        }
-    }
+        event,
+    })?;
     Ok(CommitResult {
         ns: ns.to_string(),
         branch,

@@ -158,12 +158,6 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
         }),
         change_doc,
     );
-    store.run_hook(
-        Hook::PreMerge,
-        ns,
-        "merge",
-        &super::extend(doc.clone(), serde_json::json!({"hook": "pre-merge"})),
-    )?;
     let event = Event::new(store.actor(), "merge")
         .ns(ns)
         .target(refname.clone())
@@ -171,26 +165,20 @@ pub fn merge(store: &Store, opts: &MergeOptions) -> Result<MergeResult> {
             "source": opts.source, "theirs": theirs, "ours": ours, "commit": new_id, "kind": kind,
             "strategy": opts.strategy, "added": result.added, "removed": result.removed,
         }));
-    store.land(
-        &objs,
-        &refname,
-        Some(ours),
-        new_id,
-        &format!("merge {}: {:?}", opts.source, kind),
-        &event,
-    )?;
-    for hook in [Hook::PostMerge, Hook::PostReceive] {
-        let doc = super::extend(doc.clone(), serde_json::json!({"hook": hook.file_name()}));
-        if let Some(run) = store.run_hook(hook, ns, "merge", &doc)? {
-            if !run.ok() {
-                result.hook_warnings.push(format!(
-                    "{} hook failed: {}",
-                    hook.file_name(),
-                    run.failure(store.hooks().timeout)
-                ));
-            }
-        }
-    }
+    let (_, warnings) = super::publish(super::Publish {
+        store,
+        objs: &objs,
+        operation: "merge",
+        pre: Hook::PreMerge,
+        post: Hook::PostMerge,
+        doc,
+        refname: &refname,
+        parent: ours,
+        commit: new_id,
+        reflog: format!("merge {}: {:?}", opts.source, kind),
+        event,
+    })?;
+    result.hook_warnings = warnings;
     result.kind = kind;
     result.commit = new_id;
     result.resolved_conflicts = resolved;

@@ -106,6 +106,56 @@ pub(crate) fn target_branch(
     })
 }
 
+/// A new commit on its way to becoming a branch head.
+pub(crate) struct Publish<'s, 'o, 'a> {
+    pub store: &'s crate::store::Store,
+    pub objs: &'o crate::objects::ObjectSet<'a>,
+    /// Names the operation in hook errors and audit entries: `commit`, `merge`, ...
+    pub operation: &'static str,
+    /// The hook that may veto (`pre-commit`, `pre-merge`) and the one told after.
+    pub pre: crate::hooks::Hook,
+    pub post: crate::hooks::Hook,
+    /// The hook document, without its `hook` field.
+    pub doc: serde_json::Value,
+    pub refname: &'s str,
+    pub parent: crate::id::ObjectId,
+    pub commit: crate::id::ObjectId,
+    pub reflog: String,
+    pub event: crate::audit::Event,
+}
+
+/// Run the pre-hook (a failure aborts), land objects, ref, reflog and audit
+/// entry in one transaction, then run the post hooks and `post-receive`.
+/// Returns (objects, bytes) written and the post hooks' failures.
+pub(crate) fn publish(p: Publish) -> Result<((u64, u64), Vec<String>)> {
+    let ns = p.objs.ns();
+    let with_hook =
+        |h: crate::hooks::Hook| extend(p.doc.clone(), serde_json::json!({"hook": h.file_name()}));
+    p.store
+        .run_hook(p.pre, ns, p.operation, &with_hook(p.pre))?;
+    let written = p.store.land(
+        p.objs,
+        p.refname,
+        Some(p.parent),
+        p.commit,
+        &p.reflog,
+        &p.event,
+    )?;
+    let mut warnings = Vec::new();
+    for hook in [p.post, crate::hooks::Hook::PostReceive] {
+        if let Some(run) = p.store.run_hook(hook, ns, p.operation, &with_hook(hook))? {
+            if !run.ok() {
+                warnings.push(format!(
+                    "{} hook failed: {}",
+                    hook.file_name(),
+                    run.failure(p.store.hooks().timeout)
+                ));
+            }
+        }
+    }
+    Ok((written, warnings))
+}
+
 /// A commit message as audit entries and the reflog may show it: encrypted
 /// namespaces keep their messages inside sealed commits only.
 pub(crate) fn loggable(objs: &crate::objects::ObjectSet, message: &str) -> Option<String> {
