@@ -487,26 +487,50 @@ impl<'s, 'a, T> Pages<'s, 'a, T> {
     }
 }
 
+/// A reader that fetches rows a page at a time into a buffer.
+trait Paged {
+    type Row;
+    fn buffer(&mut self) -> (&mut VecDeque<Self::Row>, &mut bool);
+    /// Append the next page to the buffer; set the done flag after the last.
+    fn fill(&mut self) -> Result<()>;
+}
+
+/// The `next` every paged reader shares: refill when the buffer runs dry,
+/// report an error once and stop.
+fn next_row<P: Paged>(p: &mut P) -> Option<Result<P::Row>> {
+    let (buf, done) = p.buffer();
+    if buf.is_empty() && !*done {
+        if let Err(e) = p.fill() {
+            *p.buffer().1 = true;
+            return Some(Err(e));
+        }
+    }
+    p.buffer().0.pop_front().map(Ok)
+}
+
+impl<T> Paged for Pages<'_, '_, T> {
+    type Row = T;
+
+    fn buffer(&mut self) -> (&mut VecDeque<T>, &mut bool) {
+        (&mut self.buf, &mut self.done)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let rows = (self.fetch)(self.snap.db, self.after)?;
+        self.done = rows.len() < PAGE_ROWS;
+        for (seq, row) in rows {
+            self.after = seq;
+            self.buf.push_back(row);
+        }
+        Ok(())
+    }
+}
+
 impl<T> Iterator for Pages<'_, '_, T> {
     type Item = Result<T>;
 
     fn next(&mut self) -> Option<Result<T>> {
-        if self.buf.is_empty() && !self.done {
-            match (self.fetch)(self.snap.db, self.after) {
-                Ok(rows) => {
-                    self.done = rows.len() < PAGE_ROWS;
-                    for (seq, row) in rows {
-                        self.after = seq;
-                        self.buf.push_back(row);
-                    }
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.buf.pop_front().map(Ok)
+        next_row(self)
     }
 }
 
@@ -575,7 +599,13 @@ pub struct RekeyPages<'s, 'a> {
     done: bool,
 }
 
-impl RekeyPages<'_, '_> {
+impl Paged for RekeyPages<'_, '_> {
+    type Row = RekeyRow;
+
+    fn buffer(&mut self) -> (&mut VecDeque<RekeyRow>, &mut bool) {
+        (&mut self.buf, &mut self.done)
+    }
+
     fn fill(&mut self) -> Result<()> {
         let mut stmt = self.snap.db.conn.prepare_cached(
             "SELECT ns, old, new FROM rekey_map WHERE ?1 IS NULL OR ns > ?1 OR (ns = ?1 AND old > ?2)
@@ -607,13 +637,7 @@ impl Iterator for RekeyPages<'_, '_> {
     type Item = Result<RekeyRow>;
 
     fn next(&mut self) -> Option<Result<RekeyRow>> {
-        if self.buf.is_empty() && !self.done {
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        self.buf.pop_front().map(Ok)
+        next_row(self)
     }
 }
 
@@ -627,7 +651,13 @@ pub struct Objects<'s, 'a> {
     done: bool,
 }
 
-impl Objects<'_, '_> {
+impl Paged for Objects<'_, '_> {
+    type Row = RawObject;
+
+    fn buffer(&mut self) -> (&mut VecDeque<RawObject>, &mut bool) {
+        (&mut self.buf, &mut self.done)
+    }
+
     fn fill(&mut self) -> Result<()> {
         let mut stmt = self.snap.db.conn.prepare_cached(
             "SELECT id, kind, data FROM objects WHERE ns=?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -660,13 +690,7 @@ impl Iterator for Objects<'_, '_> {
     type Item = Result<RawObject>;
 
     fn next(&mut self) -> Option<Result<RawObject>> {
-        if self.buf.is_empty() && !self.done {
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        self.buf.pop_front().map(Ok)
+        next_row(self)
     }
 }
 
@@ -1000,6 +1024,46 @@ impl Drop for RestoreWriter {
 mod tests {
     use super::*;
     use crate::Store;
+
+    #[test]
+    fn paged_readers_cross_page_boundaries_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("a")).unwrap();
+        let n = PAGE_ROWS * 2 + 7;
+        let objs = store.objects("default").unwrap();
+        for i in 0..n {
+            objs.put(
+                crate::object::Kind::Commit,
+                format!("{{\"n\":{i}}}").as_bytes(),
+            )
+            .unwrap();
+        }
+        store.db().write(|_| objs.flush()).unwrap();
+        for i in 0..n {
+            crate::commands::branch::create_branch(&store, "default", &format!("b{i}"), None)
+                .unwrap();
+        }
+        let snap = Snapshot::begin(store.db()).unwrap();
+        let ids: Vec<ObjectId> = snap.objects("default").map(|o| o.unwrap().id).collect();
+        assert_eq!(
+            ids.len() as u64,
+            store.db().object_stats("default").unwrap().0
+        );
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "each object once, in id order"
+        );
+        let seqs: Vec<i64> = snap.reflog_after(0).map(|r| r.unwrap().seq).collect();
+        assert_eq!(
+            seqs.len(),
+            n + 1,
+            "every branch creation plus the namespace's root"
+        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        let audit: Vec<i64> = snap.audit_after(0).map(|r| r.unwrap().seq).collect();
+        assert_eq!(audit, (1..=audit.len() as i64).collect::<Vec<_>>());
+        assert!(audit.len() > 2 * PAGE_ROWS);
+    }
 
     #[test]
     fn snapshot_reads_everything_and_restore_writer_rebuilds_it() {
