@@ -139,6 +139,24 @@ fn template(encrypted: bool) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// Create password namespace `ns` with cheap Argon2id parameters (tests only).
+fn password_namespace(store: &Store, ns: &str, password: &str) {
+    store
+        .create_namespace_with(
+            ns,
+            &NamespaceOptions {
+                password: Some(zeroize::Zeroizing::new(password.into())),
+                kdf: Some(qg_store::crypto::KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
 fn copy_store(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("hooks")).unwrap();
     std::fs::copy(from.join("qg.sqlite"), to.join("qg.sqlite")).unwrap();
@@ -260,20 +278,7 @@ fn dry_runs_change_nothing() {
 fn master_rotation_rewraps_without_touching_objects() {
     let (_t, dir) = template(true);
     let store = open(&dir, KEY, None);
-    store
-        .create_namespace_with(
-            "pw",
-            &NamespaceOptions {
-                password: Some(zeroize::Zeroizing::new("hunter2".into())),
-                kdf: Some(qg_store::crypto::KdfParams {
-                    m_kib: 64,
-                    t: 1,
-                    p: 1,
-                }),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    password_namespace(&store, "pw", "hunter2");
     let before = snapshot(&store, "data");
     let objects_before = store.db().object_ids("data").unwrap();
     drop(store);
@@ -317,20 +322,7 @@ fn master_rotation_rewraps_without_touching_objects() {
 fn password_change_old_fails_new_works() {
     let (_t, dir) = template(false);
     let store = open(&dir, KEY, None);
-    store
-        .create_namespace_with(
-            "pw",
-            &NamespaceOptions {
-                password: Some(zeroize::Zeroizing::new("old pass".into())),
-                kdf: Some(qg_store::crypto::KdfParams {
-                    m_kib: 64,
-                    t: 1,
-                    p: 1,
-                }),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    password_namespace(&store, "pw", "old pass");
     drop(store);
     let o = tool(&dir, &["--ns", "pw", "password"])
         .env("QG_PASSWORD", "wrong")
