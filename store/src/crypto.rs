@@ -530,7 +530,7 @@ impl Sealer for NsSealer {
         }
     }
 
-    fn seal(&self, id: &ObjectId, body: Vec<u8>) -> Result<Option<Sealed>> {
+    fn seal(&self, id: &ObjectId, body: &[u8]) -> Result<Option<Sealed>> {
         let Some(v) = self.sealing else {
             return Ok(None);
         };
@@ -540,7 +540,7 @@ impl Sealer for NsSealer {
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: &body,
+                    msg: body,
                     aad: &self.aad(id),
                 },
             )

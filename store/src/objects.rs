@@ -145,13 +145,86 @@ impl<'a> ObjectSet<'a> {
     /// Encode and buffer an object; returns its id.
     pub fn put(&self, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
         let (id, bytes) = object::encode(&*self.sealer, kind, payload)?;
+        self.buffer(kind, id, bytes);
+        Ok(id)
+    }
+
+    /// Copy tree leaves `ids` of `from` (the same namespace under its old
+    /// keys) into this set, re-addressed and re-sealed by this set's sealer
+    /// without recompressing them (see [`object::reseal`]); buffered like
+    /// `put`. Returns their new ids, in order. Leaves only: other objects name
+    /// their children by id, so their payload changes with the addresses.
+    ///
+    /// The reads are sequential (one connection); opening, hashing and
+    /// sealing, most of the work, is spread over the machine's cores.
+    pub fn put_resealed_leaves(&self, from: &ObjectSet, ids: &[ObjectId]) -> Result<Vec<ObjectId>> {
+        let stored = ids
+            .iter()
+            .map(|id| {
+                from.db
+                    .get_object(&from.ns, id)?
+                    .ok_or_else(|| Error::MissingObject {
+                        ns: from.ns.clone(),
+                        id: *id,
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (old, new, ns) = (&*from.sealer, &*self.sealer, from.ns.as_str());
+        let reseal = |i: usize| -> Result<object::Resealed> {
+            let r = object::reseal(old, new, ns, &ids[i], &stored[i])?;
+            if r.kind != Kind::Node || r.payload.first() != Some(&0) {
+                return Err(Error::CorruptObject {
+                    ns: ns.to_string(),
+                    id: ids[i],
+                    reason: match r.payload.first() {
+                        Some(level) if r.kind == Kind::Node => {
+                            format!("expected a tree leaf, found a level-{level} node")
+                        }
+                        _ => format!("expected a tree leaf, found a {}", r.kind.name()),
+                    },
+                });
+            }
+            Ok(r)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(ids.len().max(1));
+        let chunk = ids.len().div_ceil(threads).max(1);
+        let results: Vec<Result<object::Resealed>> = std::thread::scope(|scope| {
+            let reseal = &reseal;
+            let workers: Vec<_> = (chunk..ids.len())
+                .step_by(chunk)
+                .map(|start| {
+                    scope.spawn(move || {
+                        (start..(start + chunk).min(ids.len()))
+                            .map(reseal)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<_> = (0..chunk.min(ids.len())).map(reseal).collect();
+            for w in workers {
+                all.extend(w.join().expect("reseal worker panicked"));
+            }
+            all
+        });
+        let mut out = Vec::with_capacity(ids.len());
+        for r in results {
+            let r = r?;
+            out.push(r.id);
+            self.buffer(r.kind, r.id, r.bytes);
+        }
+        Ok(out)
+    }
+
+    fn buffer(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
         let mut p = self.pending.borrow_mut();
         if !p.objects.contains_key(&id) {
             p.bytes += bytes.len();
             p.order.push(id);
             p.objects.insert(id, (kind, bytes));
         }
-        Ok(id)
     }
 
     /// Encode, buffer and cache a tree node.

@@ -2,13 +2,16 @@
 //! namespace's objects (new data key, or plaintext to encrypted).
 //!
 //! Re-encryption is a resumable job recorded in the namespace's `sys:crypto`
-//! record. It copies every reachable object bottom-up under the new key,
-//! writing each batch of new objects together with its old→new id mapping in
-//! one transaction; a killed run leaves a consistent store (still readable
-//! under the old key) and the next run continues from the mapping. The switch
-//! (refs and reflog rewritten, old objects securely deleted, old key dropped)
-//! is one transaction, followed by a `VACUUM` (no free page keeps old bytes)
-//! and a WAL checkpoint that truncates the log.
+//! record. It copies every reachable object bottom-up under the new key, in
+//! batches of one transaction each; a killed run leaves a consistent store
+//! (still readable under the old key, the copies unused). New addresses are a
+//! function of the content and the new key, so the next run walks again,
+//! computes the same ids and skips writing the copies that landed; no
+//! old→new mapping is stored (writing one row per object cost as much as the
+//! copy). The switch (refs and reflog rewritten, every object that is not a
+//! copy securely deleted, old key dropped) is one transaction, followed by a
+//! `VACUUM` (no free page keeps old bytes) and a WAL checkpoint that
+//! truncates the log.
 
 use std::collections::HashMap;
 
@@ -342,17 +345,13 @@ pub fn rekey(
     // 2. copy everything reachable under the new key, in batches
     let reader = store.objects(ns)?;
     let writer = store.objects_sealed_with(ns, &rec, job.to)?;
-    let mut map = db.rekey_map(ns)?;
-    let already = map.len() as u64;
-    progress.start(
-        &format!("re-encrypting {ns}"),
-        Some(objects_before.saturating_sub(already)),
-    );
+    let mut map = HashMap::new();
+    progress.start(&format!("re-encrypting {ns}"), Some(objects_before));
     let mut copier = Copier {
         reader: &reader,
         writer: &writer,
         map: &mut map,
-        pending: Vec::new(),
+        pending: 0,
         written: 0,
         batch: opts.batch_objects.max(1),
         progress,
@@ -374,7 +373,7 @@ pub fn rekey(
         }
         copier.flush_in_tx()?;
         db.remap_refs(ns, copier.map)?;
-        let deleted = db.delete_objects_not_rekeyed(ns)?;
+        let deleted = db.delete_objects_except(ns, copier.map.values())?;
         let mut rec = CryptoRecord::from_json(ns, &db.crypto_record(ns)?.unwrap_or_default())?;
         rec.current = Some(job.to);
         rec.job = None;
@@ -383,6 +382,7 @@ pub fn rekey(
             db.delete_key_usage(ns, old)?;
         }
         db.set_crypto_record(ns, Some(&rec.to_json()))?;
+        // rows a job started by an earlier version may have left
         db.clear_rekey_map(ns)?;
         audit::append(
             db,
@@ -391,7 +391,7 @@ pub fn rekey(
                 .target(ns)
                 .detail(serde_json::json!({
                     "phase": "done", "from_version": job.from, "to_version": job.to, "kek_id": kek.id(),
-                    "objects_rewritten": copier.written + already, "objects_deleted": deleted,
+                    "objects_rewritten": copier.written, "objects_deleted": deleted,
                 })),
         )?;
         Ok(deleted)
@@ -436,78 +436,101 @@ struct Copier<'a, 'o> {
     reader: &'a ObjectSet<'o>,
     writer: &'a ObjectSet<'o>,
     map: &'a mut HashMap<ObjectId, ObjectId>,
-    pending: Vec<(ObjectId, ObjectId)>,
+    /// Objects buffered in `writer` since the last flush.
+    pending: usize,
+    /// Objects this run wrote.
     written: u64,
     batch: usize,
     progress: &'a dyn Progress,
 }
 
+/// One step of the bottom-up copy.
+enum Step {
+    /// Copy this object (and, first, what it names).
+    Visit { id: ObjectId, kind: Kind },
+    /// Everything `id` names has a copy: write it with the new ids.
+    Emit {
+        id: ObjectId,
+        kind: Kind,
+        payload: Vec<u8>,
+    },
+}
+
 impl Copier<'_, '_> {
     /// Make sure `root` and everything below it has a copy. `batched`:
     /// commit batches in their own transactions (else the caller's).
+    ///
+    /// Each object is read once. Leaves (almost all of the bytes) keep their
+    /// payload, so they are re-sealed without decoding or recompressing;
+    /// commits and internal nodes are rewritten with their children's new ids.
     fn ensure(&mut self, root: ObjectId, kind: Kind, batched: bool) -> Result<()> {
-        // (id, kind, children pushed?)
-        let mut stack = vec![(root, kind, false)];
-        while let Some((id, kind, expanded)) = stack.pop() {
-            if self.map.contains_key(&id) {
-                continue;
-            }
-            let (real_kind, payload) = self.reader.get(&id)?;
-            if real_kind != kind {
-                return Err(Error::CorruptObject {
-                    ns: self.reader.ns().to_string(),
-                    id,
-                    reason: format!("expected a {}, found a {}", kind.name(), real_kind.name()),
-                });
-            }
-            if !expanded {
-                stack.push((id, kind, true));
-                match kind {
-                    Kind::Commit => {
-                        let c: Commit =
-                            serde_json::from_slice(&payload).map_err(|e| Error::CorruptObject {
-                                ns: self.reader.ns().to_string(),
-                                id,
-                                reason: format!("bad commit: {e}"),
-                            })?;
-                        stack.push((c.tree, Kind::Node, false));
-                        stack.extend(c.parents.iter().map(|p| (*p, Kind::Commit, false)));
+        let mut stack = vec![Step::Visit { id: root, kind }];
+        while let Some(step) = stack.pop() {
+            let (id, new_id) = match step {
+                Step::Visit { id, .. } if self.map.contains_key(&id) => continue,
+                Step::Visit { id, kind } => {
+                    let corrupt = |reason: String| Error::CorruptObject {
+                        ns: self.reader.ns().to_string(),
+                        id,
+                        reason,
+                    };
+                    let (real_kind, payload) = self.reader.get(&id)?;
+                    if real_kind != kind {
+                        return Err(corrupt(format!(
+                            "expected a {}, found a {}",
+                            kind.name(),
+                            real_kind.name()
+                        )));
                     }
-                    Kind::Node => {
-                        let node =
-                            Node::decode(&payload).map_err(|reason| Error::CorruptObject {
-                                ns: self.reader.ns().to_string(),
-                                id,
-                                reason,
-                            })?;
-                        stack.extend(node.children.iter().map(|c| (c.id, Kind::Node, false)));
+                    let mut children = Vec::new();
+                    match kind {
+                        Kind::Commit => {
+                            let c: Commit = serde_json::from_slice(&payload)
+                                .map_err(|e| corrupt(format!("bad commit: {e}")))?;
+                            children.push((c.tree, Kind::Node));
+                            children.extend(c.parents.iter().map(|p| (*p, Kind::Commit)));
+                        }
+                        Kind::Node => {
+                            let node = Node::decode(&payload).map_err(corrupt)?;
+                            if node.level == 1 {
+                                // its children are leaves: copy them here, together
+                                self.copy_leaves(node.children.iter().map(|c| c.id))?;
+                            } else {
+                                children.extend(node.children.iter().map(|c| (c.id, Kind::Node)));
+                            }
+                        }
                     }
+                    stack.push(Step::Emit { id, kind, payload });
+                    stack.extend(
+                        children
+                            .into_iter()
+                            .map(|(id, kind)| Step::Visit { id, kind }),
+                    );
+                    continue;
                 }
-                continue;
-            }
-            let new_payload = match kind {
-                Kind::Commit => {
-                    let mut c: Commit = serde_json::from_slice(&payload)
-                        .map_err(|e| Error::Other(e.to_string()))?;
-                    c.tree = self.map[&c.tree];
-                    for p in &mut c.parents {
-                        *p = self.map[p];
-                    }
-                    serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
-                }
-                Kind::Node => {
-                    let mut node = Node::decode(&payload).map_err(Error::Other)?;
-                    for c in &mut node.children {
-                        c.id = self.map[&c.id];
-                    }
-                    node.encode()
+                Step::Emit { id, kind, payload } => {
+                    let new_payload = match kind {
+                        Kind::Commit => {
+                            let mut c: Commit = serde_json::from_slice(&payload)
+                                .map_err(|e| Error::Other(e.to_string()))?;
+                            c.tree = self.map[&c.tree];
+                            for p in &mut c.parents {
+                                *p = self.map[p];
+                            }
+                            serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
+                        }
+                        Kind::Node => {
+                            let mut node = Node::decode(&payload).map_err(Error::Other)?;
+                            for c in &mut node.children {
+                                c.id = self.map[&c.id];
+                            }
+                            node.encode()
+                        }
+                    };
+                    (id, self.writer.put(kind, &new_payload)?)
                 }
             };
-            let new_id = self.writer.put(kind, &new_payload)?;
-            self.map.insert(id, new_id);
-            self.pending.push((id, new_id));
-            self.written += 1;
-            self.progress.inc(1);
+            self.copied(id, new_id);
             if batched {
                 self.flush(false)?;
             }
@@ -515,22 +538,38 @@ impl Copier<'_, '_> {
         Ok(())
     }
 
+    /// Re-seal the leaves among `ids` that have no copy yet, as they are.
+    fn copy_leaves(&mut self, ids: impl Iterator<Item = ObjectId>) -> Result<()> {
+        let mut todo: Vec<ObjectId> = ids.filter(|id| !self.map.contains_key(id)).collect();
+        todo.sort();
+        todo.dedup();
+        let new = self.writer.put_resealed_leaves(self.reader, &todo)?;
+        for (id, new_id) in todo.into_iter().zip(new) {
+            self.copied(id, new_id);
+        }
+        Ok(())
+    }
+
+    fn copied(&mut self, id: ObjectId, new_id: ObjectId) {
+        self.map.insert(id, new_id);
+        self.pending += 1;
+        self.progress.inc(1);
+    }
+
     /// Write the pending batch (when full, or `force`) in its own transaction.
     fn flush(&mut self, force: bool) -> Result<()> {
-        if self.pending.is_empty() || (!force && self.pending.len() < self.batch) {
+        if self.pending == 0 || (!force && self.pending < self.batch) {
             return Ok(());
         }
         let db = self.writer.db();
         db.write(|_| self.flush_in_tx())
     }
 
-    /// Write the pending objects and their mapping rows in the caller's transaction.
+    /// Write the pending objects in the caller's transaction (copies an
+    /// earlier, killed run wrote are not counted again).
     fn flush_in_tx(&mut self) -> Result<()> {
-        let db = self.writer.db();
-        self.writer.flush()?;
-        for (old, new) in self.pending.drain(..) {
-            db.put_rekey_map(self.writer.ns(), &old, &new)?;
-        }
+        self.written += self.writer.flush()?.0;
+        self.pending = 0;
         Ok(())
     }
 }

@@ -446,30 +446,6 @@ impl Db {
 
     // ---- re-encryption bookkeeping ----
 
-    pub fn rekey_map(&self, ns: &str) -> Result<std::collections::HashMap<ObjectId, ObjectId>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT old, new FROM rekey_map WHERE ns=?1")?;
-        let rows = stmt.query_map([ns], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut out = std::collections::HashMap::new();
-        for row in rows {
-            let (a, b) = row?;
-            if let (Some(a), Some(b)) = (ObjectId::from_slice(&a), ObjectId::from_slice(&b)) {
-                out.insert(a, b);
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn put_rekey_map(&self, ns: &str, old: &ObjectId, new: &ObjectId) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO rekey_map(ns, old, new) VALUES (?1, ?2, ?3)")?
-            .execute(params![ns, &old.0[..], &new.0[..]])?;
-        Ok(())
-    }
-
     pub fn clear_rekey_map(&self, ns: &str) -> Result<()> {
         self.conn
             .execute("DELETE FROM rekey_map WHERE ns=?1", [ns])?;
@@ -512,13 +488,31 @@ impl Db {
         Ok(())
     }
 
-    /// Delete every object of `ns` that is not the new copy of a re-encryption
-    /// (a `rekey_map` target); returns how many.
-    pub fn delete_objects_not_rekeyed(&self, ns: &str) -> Result<u64> {
-        Ok(self.conn.execute(
-            "DELETE FROM objects WHERE ns=?1 AND id NOT IN (SELECT new FROM rekey_map WHERE ns=?1)",
+    /// Delete every object of `ns` whose id is not in `keep`; returns how many.
+    pub fn delete_objects_except<'k>(
+        &self,
+        ns: &str,
+        keep: impl IntoIterator<Item = &'k ObjectId>,
+    ) -> Result<u64> {
+        // A temporary table: never in the WAL, gone with the connection.
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS keep_ids(id BLOB PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM temp.keep_ids;",
+        )?;
+        {
+            let mut ins = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO temp.keep_ids(id) VALUES (?1)")?;
+            for id in keep {
+                ins.execute([&id.0[..]])?;
+            }
+        }
+        let n = self.conn.execute(
+            "DELETE FROM objects WHERE ns=?1 AND id NOT IN (SELECT id FROM temp.keep_ids)",
             [ns],
-        )? as u64)
+        )?;
+        self.conn.execute_batch("DELETE FROM temp.keep_ids")?;
+        Ok(n as u64)
     }
 
     /// Overwrite deleted content with zeros from now on (this connection).
