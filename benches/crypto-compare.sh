@@ -227,6 +227,30 @@ assert r["objects_rewritten"] == int(sys.argv[2]) and r["from_version"] == 1 and
 EOF
 [[ $(export_digest "$RUN") == "$DIGEST_PLAIN" ]] || die "exports differ after dek"
 
+# ---------------------------------------------------------------- the erase floor
+
+# What `dek`/`encrypt` must do at the end whatever the copy costs: rebuild the
+# file in place so no free page keeps old bytes (VACUUM, in the store's WAL
+# mode with synchronous=FULL) and push the WAL out (checkpoint TRUNCATE).
+say "erase floor ($RUNS runs): VACUUM + wal_checkpoint(TRUNCATE) in WAL mode"
+python3 - "$ENC" "$RUN" "$RUNS" >"$OUT/crypto-erase.times" <<'EOF'
+import os, sqlite3, subprocess, sys, time
+src, run, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(runs):
+    subprocess.run(["bash", "-c", f"fresh_copy '{src}' '{run}'"], check=True)
+    con = sqlite3.connect(os.path.join(run, "qg.sqlite"), isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL").fetchall()
+    con.execute("PRAGMA synchronous=FULL")
+    t0, c0 = time.perf_counter(), time.process_time()
+    con.execute("VACUUM")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    t1, c1 = time.perf_counter(), time.process_time()
+    con.close()
+    print(t1 - t0, c1 - c0)
+EOF
+record erase "$(cut -d' ' -f1 "$OUT/crypto-erase.times" | median)"
+record erase_cpu "$(cut -d' ' -f2 "$OUT/crypto-erase.times" | median)"
+
 # ---------------------------------------------------------------- crypto ceiling
 
 say "openssl speed -evp aes-256-gcm"
@@ -331,6 +355,10 @@ rows = [
      f"\`qg-rotate-keys dek\` {secs(dek)}, CPU {secs(cpu('dek'))} ({dek_mbs:.1f} MB/s of bodies)",
      f"\`VACUUM INTO\` {secs(ve)}, CPU {secs(cpu('vacuum_enc'))} ({enc_db / MB / ve:.0f} MB/s of database)",
      f"{dek / ve:.1f}x VACUUM INTO (CPU {cpu('dek') / cpu('vacuum_enc'):.1f}x)", "<= 2x VACUUM INTO", goal(dek <= 2 * ve)),
+    (f"erase floor: \`VACUUM\` + \`wal_checkpoint(TRUNCATE)\` of the encrypted database in the store's WAL mode (synchronous=FULL), the rewrite both jobs end with",
+     f"{secs(f('erase'))}, CPU {secs(cpu('erase'))}",
+     f"\`VACUUM INTO\` {secs(ve)}",
+     f"{f('erase') / ve:.1f}x VACUUM INTO; dek without it {(dek - f('erase')) / ve:.1f}x", "(info)", ""),
     ("crypto ceiling: AES-256-GCM, one core",
      f"encrypt {enc_mbs:.1f} MB/s, dek {dek_mbs:.1f} MB/s of bodies",
      f"\`openssl speed\` {o1k:,.0f} MB/s (1 KiB blocks), {o16k:,.0f} MB/s (16 KiB)",

@@ -227,6 +227,11 @@ pub struct CryptoRecord {
     pub keys: Vec<WrappedKey>,
     pub password: Option<PasswordRecord>,
     pub job: Option<RekeyJob>,
+    /// A re-encryption switched keys but its final rewrite of the file (which
+    /// leaves no old bytes in free pages) has not finished; the next run of
+    /// the same command finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erase_pending: bool,
 }
 
 impl CryptoRecord {
@@ -680,6 +685,7 @@ mod tests {
             keys: vec![nk.wrapped.clone()],
             password: None,
             job: None,
+            erase_pending: false,
         };
         assert_eq!(*unwrap_keys(&k, "ns", &rec, None).unwrap()[&1], *nk.dek);
         // another namespace's record cannot be swapped in: the AAD binds the name

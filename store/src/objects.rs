@@ -27,6 +27,17 @@ const SHARED_NODES: usize = 2048;
 /// go in, never buffered ones that may not land.
 pub type SharedNodes = std::sync::Arc<std::sync::Mutex<HashMap<ObjectId, Arc<Node>>>>;
 
+/// Threads worth using for CPU-bound work (asking the OS reads cgroup
+/// files, so it is done once).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+    })
+}
+
 /// Access to the objects of one namespace.
 pub struct ObjectSet<'a> {
     db: &'a Db,
@@ -186,10 +197,7 @@ impl<'a> ObjectSet<'a> {
             }
             Ok(r)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-            .min(ids.len().max(1));
+        let threads = cores().min(ids.len().max(1));
         let chunk = ids.len().div_ceil(threads).max(1);
         let results: Vec<Result<object::Resealed>> = std::thread::scope(|scope| {
             let reseal = &reseal;

@@ -9,9 +9,10 @@
 //! computes the same ids and skips writing the copies that landed; no
 //! old→new mapping is stored (writing one row per object cost as much as the
 //! copy). The switch (refs and reflog rewritten, every object that is not a
-//! copy securely deleted, old key dropped) is one transaction, followed by a
-//! `VACUUM` (no free page keeps old bytes) and a WAL checkpoint that
-//! truncates the log.
+//! copy deleted, old key dropped, `erase_pending` set) is one transaction,
+//! followed by a `VACUUM` (no free page keeps old bytes), the clearing of
+//! `erase_pending` and a WAL checkpoint that truncates the log; a run killed
+//! in between leaves `erase_pending`, and the next run only does the rest.
 
 use std::collections::HashMap;
 
@@ -223,6 +224,8 @@ pub struct RekeyReport {
     pub objects_deleted: u64,
     /// The namespace was already encrypted; nothing was done (`encrypt` only).
     pub already_done: bool,
+    /// Only the final rewrite of the file was left by a killed run, and done.
+    pub erase_only: bool,
     pub dry_run: bool,
 }
 
@@ -253,6 +256,16 @@ pub fn rekey(
     let existing_raw = db.crypto_record(ns)?;
     // 1. start the job, or find the one a killed run left
     let rec = match (kind, existing) {
+        (_, Some(rec)) if rec.erase_pending && rec.job.is_none() => {
+            // a killed run switched keys; only the final rewrite is left
+            report.resumed = true;
+            report.erase_only = true;
+            report.to_version = rec.current.unwrap_or(0);
+            if !opts.dry_run {
+                finish_erase(db, ns)?;
+            }
+            return Ok(report);
+        }
         (_, Some(rec)) if rec.job.is_some() => {
             let job = rec.job.clone().expect("checked");
             if job.kind != kind.name() {
@@ -270,7 +283,7 @@ pub fn rekey(
             report.to_version = rec.current.unwrap_or(0);
             report.from_version = rec.current;
             if !opts.dry_run {
-                finish_erase(db)?;
+                finish_erase(db, ns)?;
             }
             return Ok(report);
         }
@@ -294,6 +307,7 @@ pub fn rekey(
                     to: 1,
                     started: clock::now(),
                 }),
+                erase_pending: false,
             }
         }
         (RekeyKind::Dek, Some(rec)) => {
@@ -356,16 +370,24 @@ pub fn rekey(
         batch: opts.batch_objects.max(1),
         progress,
     };
-    let roots = root_ids(db, ns)?;
-    for root in &roots {
-        copier.ensure(*root, Kind::Commit, true)?;
-    }
-    copier.flush(true)?;
+    // Copies lost to a power cut are redone by the next run, so their
+    // batches need not wait for the disk; the switch below does.
+    db.set_durable(false)?;
+    let copied = root_ids(db, ns).and_then(|roots| {
+        for root in &roots {
+            copier.ensure(*root, Kind::Commit, true)?;
+        }
+        copier.flush(true)
+    });
+    db.set_durable(true)?;
+    copied?;
     progress.finish();
 
     // 3. switch in one transaction: catch up with commits made meanwhile,
-    //    remap refs, drop old objects (zeroed) and the old key
-    db.set_secure_delete(true)?;
+    //    remap refs, drop old objects and the old key. Their bytes stay in
+    //    free pages until the rewrite in step 4, which `erase_pending` makes
+    //    the next run finish if this one is killed (zeroing them here too
+    //    would write the whole namespace twice more).
     let switched = db.write(|db| {
         let roots = root_ids(db, ns)?;
         for root in &roots {
@@ -377,6 +399,7 @@ pub fn rekey(
         let mut rec = CryptoRecord::from_json(ns, &db.crypto_record(ns)?.unwrap_or_default())?;
         rec.current = Some(job.to);
         rec.job = None;
+        rec.erase_pending = true;
         if let Some(old) = job.from {
             rec.keys.retain(|k| k.version != old);
             db.delete_key_usage(ns, old)?;
@@ -396,18 +419,29 @@ pub fn rekey(
         )?;
         Ok(deleted)
     });
-    db.set_secure_delete(false)?;
     report.objects_deleted = switched?;
     report.objects_rewritten = copier.written;
     store.forget_keys();
     // 4. rebuild the file so no free page keeps old content, then push
     //    everything out of the WAL and truncate it
-    finish_erase(db)?;
+    finish_erase(db, ns)?;
     Ok(report)
 }
 
-fn finish_erase(db: &Db) -> Result<()> {
+/// Rewrite the database file without free pages, clear `erase_pending`,
+/// and empty the WAL.
+fn finish_erase(db: &Db, ns: &str) -> Result<()> {
     db.vacuum()?;
+    db.write(|db| {
+        if let Some(raw) = db.crypto_record(ns)? {
+            let mut rec = CryptoRecord::from_json(ns, &raw)?;
+            if rec.erase_pending {
+                rec.erase_pending = false;
+                db.set_crypto_record(ns, Some(&rec.to_json()))?;
+            }
+        }
+        Ok(())
+    })?;
     checkpoint_with_retry(db)
 }
 

@@ -515,10 +515,13 @@ impl Db {
         Ok(n as u64)
     }
 
-    /// Overwrite deleted content with zeros from now on (this connection).
-    pub fn set_secure_delete(&self, on: bool) -> Result<()> {
+    /// Whether commits on this connection wait for the disk (`synchronous`
+    /// FULL, the store's setting) or only keep the database consistent
+    /// (NORMAL: after a power loss the last commits may be missing). Only
+    /// for work that is redone when it was lost, such as re-encryption copies.
+    pub fn set_durable(&self, durable: bool) -> Result<()> {
         self.conn
-            .pragma_update(None, "secure_delete", if on { "ON" } else { "OFF" })?;
+            .pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
         Ok(())
     }
 

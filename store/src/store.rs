@@ -435,6 +435,7 @@ impl Store {
                 keys: vec![nk.wrapped],
                 password,
                 job: None,
+                erase_pending: false,
             };
             let keys: BTreeMap<u32, Secret> = [(1, nk.dek)].into();
             let sealer = NsSealer::new(ns, &keys, Some(1), false);

@@ -92,7 +92,19 @@ fn print_rekey(json: bool, r: &RekeyReport) -> Result<(), Error> {
         .from_version
         .map(|v| format!("key v{v}"))
         .unwrap_or_else(|| "plaintext".into());
-    if r.already_done {
+    if r.erase_only {
+        if r.dry_run {
+            println!(
+                "{}: a killed run switched to key v{} but left the final rewrite of the file; it would be finished",
+                r.ns, r.to_version
+            );
+        } else {
+            println!(
+                "{}: finished the final rewrite a killed run left (key v{}; no old key material remains in the files)",
+                r.ns, r.to_version
+            );
+        }
+    } else if r.already_done {
         println!(
             "{}: already encrypted (key v{}); nothing to do",
             r.ns, r.to_version
@@ -156,10 +168,16 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                         n.objects,
                         n.unfinished_job
                             .as_deref()
-                            .map(|j| format!(
-                                ", UNFINISHED `{j}` job: re-run `qg-rotate-keys {j} --ns {}`",
-                                n.name
-                            ))
+                            .map(|j| match j {
+                                "erase" => format!(
+                                    ", UNFINISHED final rewrite of a re-encryption: re-run the `dek` or `encrypt` command with --ns {}",
+                                    n.name
+                                ),
+                                j => format!(
+                                    ", UNFINISHED `{j}` job: re-run `qg-rotate-keys {j} --ns {}`",
+                                    n.name
+                                ),
+                            })
                             .unwrap_or_default()
                     );
                     for v in &n.versions {

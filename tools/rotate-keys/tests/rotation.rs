@@ -376,3 +376,49 @@ fn missing_master_key_is_exit_2() {
     let o = tool(&dir, &["--ns", "data", "dek"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "dek on a plaintext namespace");
 }
+
+#[test]
+fn a_run_killed_before_its_erase_leaves_the_rest_to_the_next_run() {
+    let (_t, dir) = template(false);
+    ok(&mut tool(&dir, &["--ns", "data", "encrypt"]));
+    // Make the state a run killed between its switch and its VACUUM leaves:
+    // the mark set, and deleted bytes still in free pages.
+    let marker = "LeftoverPlaintextMarker";
+    {
+        let store = open(&dir, KEY, None);
+        store
+            .db()
+            .write(|db| {
+                let raw = db.crypto_record("data")?.expect("encrypted");
+                let mut rec = qg_store::crypto::CryptoRecord::from_json("data", &raw)?;
+                rec.erase_pending = true;
+                db.set_crypto_record("data", Some(&rec.to_json()))?;
+                let junk = qg_store::ObjectId::hash(1, marker.as_bytes());
+                db.put_object(
+                    "data",
+                    &junk,
+                    qg_store::object::Kind::Node,
+                    marker.repeat(100).as_bytes(),
+                )?;
+                db.delete_object("data", &junk)
+            })
+            .unwrap();
+    }
+    assert!(
+        has(&raw(&dir), marker),
+        "the deleted bytes must still be in the files for this test to mean anything"
+    );
+    let status = ok(&mut tool(&dir, &["status"]));
+    assert!(status.contains("UNFINISHED final rewrite"), "{status}");
+
+    // `dek` (or `encrypt`) finishes the erase and does not start a rotation
+    let out = ok(&mut tool(&dir, &["--ns", "data", "dek"]));
+    assert!(out.contains("finished the final rewrite"), "{out}");
+    assert!(!has(&raw(&dir), marker), "deleted bytes left in the files");
+    let store = open(&dir, KEY, None);
+    let rec = store.crypto_record("data").unwrap().unwrap();
+    assert!(!rec.erase_pending && rec.job.is_none() && rec.current == Some(1));
+    assert_clean(&store);
+    let status = ok(&mut tool(&dir, &["status"]));
+    assert!(!status.contains("UNFINISHED"), "{status}");
+}

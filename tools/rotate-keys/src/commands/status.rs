@@ -25,7 +25,8 @@ pub struct NamespaceStatus {
     pub kek_id: Option<String>,
     pub current_version: Option<u32>,
     pub versions: Vec<KeyVersion>,
-    /// An unfinished re-encryption (`dek` or `encrypt`), to be resumed.
+    /// An unfinished re-encryption (`dek` or `encrypt`), to be resumed, or
+    /// `erase`: one that switched keys but did not finish rewriting the file.
     pub unfinished_job: Option<String>,
     pub objects: u64,
     pub bytes: u64,
@@ -82,7 +83,11 @@ pub fn run(store: &Store) -> Result<Status> {
                 kdf: rec.password.as_ref().map(|p| p.params),
                 kek_id: Some(rec.kek_id.clone()),
                 current_version: rec.current,
-                unfinished_job: rec.job.as_ref().map(|j| j.kind.clone()),
+                unfinished_job: rec
+                    .job
+                    .as_ref()
+                    .map(|j| j.kind.clone())
+                    .or_else(|| rec.erase_pending.then(|| "erase".to_string())),
                 objects,
                 bytes,
             },
