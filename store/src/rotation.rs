@@ -356,11 +356,33 @@ pub fn rekey(
         store.forget_keys();
     }
 
+    // The WAL grows until the final checkpoint instead of copying the same
+    // pages into the database after each phase.
+    db.set_auto_checkpoint(false)?;
+    let done = copy_and_switch(store, ns, kind, &rec, &job, opts, progress, report);
+    db.set_auto_checkpoint(true)?;
+    done
+}
+
+/// Steps 2 to 4 of [`rekey`].
+#[allow(clippy::too_many_arguments)]
+fn copy_and_switch(
+    store: &Store,
+    ns: &str,
+    kind: RekeyKind,
+    rec: &CryptoRecord,
+    job: &RekeyJob,
+    opts: &RekeyOptions,
+    progress: &dyn Progress,
+    mut report: RekeyReport,
+) -> Result<RekeyReport> {
+    let db = store.db();
+    let kek = store.master_key()?;
     // 2. copy everything reachable under the new key, in batches
     let reader = store.objects(ns)?;
-    let writer = store.objects_sealed_with(ns, &rec, job.to)?;
+    let writer = store.objects_sealed_with(ns, rec, job.to)?;
     let mut map = HashMap::new();
-    progress.start(&format!("re-encrypting {ns}"), Some(objects_before));
+    progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
     let mut copier = Copier {
         reader: &reader,
         writer: &writer,

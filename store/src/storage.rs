@@ -525,6 +525,16 @@ impl Db {
         Ok(())
     }
 
+    /// Let the WAL grow without automatic checkpoints on this connection
+    /// (`false`), or checkpoint every 1000 pages again (SQLite's default).
+    /// For a job that rewrites most of the file and then checkpoints once:
+    /// pages it writes several times are copied into the database once.
+    pub fn set_auto_checkpoint(&self, on: bool) -> Result<()> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", if on { 1000 } else { 0 })?;
+        Ok(())
+    }
+
     /// Rebuild the database file: no free page keeps content that was deleted
     /// or moved before (secure_delete only zeroes what is deleted while it is on).
     pub fn vacuum(&self) -> Result<()> {
