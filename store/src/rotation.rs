@@ -391,6 +391,8 @@ fn copy_and_switch(
         written: 0,
         batch: opts.batch_objects.max(1),
         progress,
+        leaves: Vec::new(),
+        parents: Vec::new(),
     };
     // Copies lost to a power cut are redone by the next run, so their
     // batches need not wait for the disk; the switch below does.
@@ -498,7 +500,14 @@ struct Copier<'a, 'o> {
     written: u64,
     batch: usize,
     progress: &'a dyn Progress,
+    /// Leaves waiting to be re-sealed together (one parallel pass each
+    /// [`LEAF_BATCH`]), and their level-1 parents waiting for them.
+    leaves: Vec<ObjectId>,
+    parents: Vec<(ObjectId, Vec<u8>)>,
 }
+
+/// Leaves re-sealed in one parallel pass.
+const LEAF_BATCH: usize = 1024;
 
 /// One step of the bottom-up copy.
 enum Step {
@@ -522,7 +531,7 @@ impl Copier<'_, '_> {
     fn ensure(&mut self, root: ObjectId, kind: Kind, batched: bool) -> Result<()> {
         let mut stack = vec![Step::Visit { id: root, kind }];
         while let Some(step) = stack.pop() {
-            let (id, new_id) = match step {
+            match step {
                 Step::Visit { id, .. } if self.map.contains_key(&id) => continue,
                 Step::Visit { id, kind } => {
                     let corrupt = |reason: String| Error::CorruptObject {
@@ -549,11 +558,20 @@ impl Copier<'_, '_> {
                         Kind::Node => {
                             let node = Node::decode(&payload).map_err(corrupt)?;
                             if node.level == 1 {
-                                // its children are leaves: copy them here, together
-                                self.copy_leaves(node.children.iter().map(|c| c.id))?;
-                            } else {
-                                children.extend(node.children.iter().map(|c| (c.id, Kind::Node)));
+                                // its children are leaves: queue them, and it after them
+                                self.leaves.extend(
+                                    node.children
+                                        .iter()
+                                        .map(|c| c.id)
+                                        .filter(|c| !self.map.contains_key(c)),
+                                );
+                                self.parents.push((id, payload));
+                                if self.leaves.len() >= LEAF_BATCH {
+                                    self.drain_leaves(batched)?;
+                                }
+                                continue;
                             }
+                            children.extend(node.children.iter().map(|c| (c.id, Kind::Node)));
                         }
                     }
                     stack.push(Step::Emit { id, kind, payload });
@@ -565,43 +583,54 @@ impl Copier<'_, '_> {
                     continue;
                 }
                 Step::Emit { id, kind, payload } => {
-                    let new_payload = match kind {
-                        Kind::Commit => {
-                            let mut c: Commit = serde_json::from_slice(&payload)
-                                .map_err(|e| Error::Other(e.to_string()))?;
-                            c.tree = self.map[&c.tree];
-                            for p in &mut c.parents {
-                                *p = self.map[p];
-                            }
-                            serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
-                        }
-                        Kind::Node => {
-                            let mut node = Node::decode(&payload).map_err(Error::Other)?;
-                            for c in &mut node.children {
-                                c.id = self.map[&c.id];
-                            }
-                            node.encode()
-                        }
-                    };
-                    (id, self.writer.put(kind, &new_payload)?)
+                    // it may name queued level-1 nodes
+                    self.drain_leaves(batched)?;
+                    self.emit(id, kind, &payload, batched)?;
                 }
-            };
-            self.copied(id, new_id);
-            if batched {
-                self.flush(false)?;
             }
+        }
+        self.drain_leaves(batched)
+    }
+
+    /// Write `id` (whose children all have copies) with its children's new ids.
+    fn emit(&mut self, id: ObjectId, kind: Kind, payload: &[u8], batched: bool) -> Result<()> {
+        let new_payload = match kind {
+            Kind::Commit => {
+                let mut c: Commit =
+                    serde_json::from_slice(payload).map_err(|e| Error::Other(e.to_string()))?;
+                c.tree = self.map[&c.tree];
+                for p in &mut c.parents {
+                    *p = self.map[p];
+                }
+                serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
+            }
+            Kind::Node => {
+                let mut node = Node::decode(payload).map_err(Error::Other)?;
+                for c in &mut node.children {
+                    c.id = self.map[&c.id];
+                }
+                node.encode()
+            }
+        };
+        let new_id = self.writer.put(kind, &new_payload)?;
+        self.copied(id, new_id);
+        if batched {
+            self.flush(false)?;
         }
         Ok(())
     }
 
-    /// Re-seal the leaves among `ids` that have no copy yet, as they are.
-    fn copy_leaves(&mut self, ids: impl Iterator<Item = ObjectId>) -> Result<()> {
-        let mut todo: Vec<ObjectId> = ids.filter(|id| !self.map.contains_key(id)).collect();
+    /// Re-seal the queued leaves as they are, then write their parents.
+    fn drain_leaves(&mut self, batched: bool) -> Result<()> {
+        let mut todo = std::mem::take(&mut self.leaves);
         todo.sort();
         todo.dedup();
         let new = self.writer.put_resealed_leaves(self.reader, &todo)?;
         for (id, new_id) in todo.into_iter().zip(new) {
             self.copied(id, new_id);
+        }
+        for (id, payload) in std::mem::take(&mut self.parents) {
+            self.emit(id, Kind::Node, &payload, batched)?;
         }
         Ok(())
     }
