@@ -32,13 +32,17 @@ pub struct Store {
     keyring: Keyring,
     /// Unwrapped data keys of namespaces opened so far (zeroized on drop).
     opened: RefCell<HashMap<String, Arc<BTreeMap<u32, Secret>>>>,
-    /// Decoded tree nodes per namespace, kept across operations on this handle.
-    nodes: std::sync::Mutex<HashMap<String, crate::objects::SharedNodes>>,
+    /// Decoded tree nodes per namespace, kept across operations on this
+    /// handle (and on every handle sharing it: [`Store::share_nodes`]).
+    nodes: NodeCache,
     /// Told about every hook run (the server counts them for `/metrics`).
     hook_observer: Option<HookObserver>,
     /// Refuse to move protected branches (`qg serve` sets it for writers).
     deny_protected: bool,
 }
+
+/// Decoded tree nodes per namespace, shareable between store handles.
+pub type NodeCache = Arc<std::sync::Mutex<HashMap<String, crate::objects::SharedNodes>>>;
 
 /// Called after every hook run (`qg serve` counts runs and failures).
 pub type HookObserver = Arc<dyn Fn(&HookRun) + Send + Sync>;
@@ -111,7 +115,7 @@ impl Store {
             hooks: Hooks::new(dir, crate::hooks::DEFAULT_TIMEOUT),
             keyring: Keyring::default(),
             opened: RefCell::new(HashMap::new()),
-            nodes: std::sync::Mutex::new(HashMap::new()),
+            nodes: NodeCache::default(),
             hook_observer: None,
             deny_protected: false,
         }
@@ -129,9 +133,28 @@ impl Store {
     }
 
     /// Use these secrets to open encrypted namespaces.
+    ///
+    /// A password or unlock token opens namespaces for one caller only: from
+    /// here on this handle keeps its decoded nodes to itself, so plaintext of
+    /// a password namespace never lands in a cache shared with other handles.
     pub fn set_keyring(&mut self, keyring: Keyring) {
+        if keyring.password.is_some() || keyring.unlock_token.is_some() {
+            self.nodes = NodeCache::default();
+        }
         self.keyring = keyring;
         self.opened.borrow_mut().clear();
+    }
+
+    /// Keep decoded tree nodes in `cache`, shared with every handle given the
+    /// same one (`qg serve`'s pool of connections). Safe to share: objects are
+    /// immutable and content-addressed, and a namespace's nodes are reached
+    /// only through [`Store::objects`], which opens the namespace's keys
+    /// first, so a shared node is never readable by a handle that could not
+    /// read it from the database.
+    pub fn share_nodes(&mut self, cache: NodeCache) {
+        if self.keyring.password.is_none() && self.keyring.unlock_token.is_none() {
+            self.nodes = cache;
+        }
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -159,10 +182,16 @@ impl Store {
         Ok(self.crypto_record(ns)?.is_some())
     }
 
-    /// Forget unwrapped keys (after a rotation changed them).
+    /// Forget unwrapped keys and decoded nodes (after a rotation changed them).
     pub fn forget_keys(&self) {
-        self.opened.borrow_mut().clear();
+        self.forget_data_keys();
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Forget unwrapped data keys, keeping decoded nodes: they are reachable
+    /// again only once the keys are (see [`Store::share_nodes`]).
+    pub fn forget_data_keys(&self) {
+        self.opened.borrow_mut().clear();
     }
 
     /// Unwrap the data keys of an encrypted namespace with the keyring.

@@ -729,6 +729,136 @@ fn protected_branches_reject_writers_but_not_maintainers() {
     assert_eq!(s.audit("branch.protect").len(), 1);
 }
 
+/// Point lookups (graph and subject fixed) take a faster path: no blocking
+/// pool, tree nodes decoded once for the whole server. They must still see
+/// every commit at once, refuse revoked and expired tokens, audit refusals,
+/// and return big answers whole.
+#[test]
+fn point_lookups_see_commits_at_once_and_check_the_token_every_time() {
+    let s = Server::start(&[]);
+    let w = s.token("w", "writer", None);
+    let reader = s.token("rita", "reader", Some("default"));
+    let lookup = |token: &str, g: &str, subject: &str, extra: &str| {
+        s.get(
+            token,
+            &format!(
+                "/v1/ns/default/query?g=%3Chttp://ex/{g}%3E&s=%3Chttp://ex/{subject}%3E{extra}"
+            ),
+        )
+    };
+    expect(
+        s.commit(&w, "default", json!({"message": "x", "add": quads(0..6)})),
+        201,
+    );
+    for _ in 0..3 {
+        let r = expect(lookup(&reader, "g1", "s1", ""), 200);
+        assert_eq!(r["count"], 1);
+        assert_eq!(r["matches"][0]["quad"], nq(1).trim_end());
+    }
+    // a commit is visible to the very next lookup, and history stays readable
+    let more = "<http://ex/s1> <http://ex/q> \"new\" <http://ex/g1> .\n";
+    expect(
+        s.commit(&w, "default", json!({"message": "more", "add": more})),
+        201,
+    );
+    assert_eq!(expect(lookup(&reader, "g1", "s1", ""), 200)["count"], 2);
+    assert_eq!(
+        expect(lookup(&reader, "g1", "s1", "&ref=main~1"), 200)["count"],
+        1
+    );
+    expect(
+        s.commit(&w, "default", json!({"message": "less", "remove": nq(1)})),
+        201,
+    );
+    let r = expect(lookup(&reader, "g1", "s1", "&p=%3Fp"), 200);
+    assert_eq!(r["count"], 1);
+    assert_eq!(r["matches"][0]["bindings"]["p"], "<http://ex/q>");
+
+    // a subject with more matches than the fast path takes comes back whole
+    let hub: String = (0..300)
+        .map(|i| format!("<http://ex/hub> <http://ex/p{i:03}> \"{i}\" <http://ex/g0> .\n"))
+        .collect();
+    expect(
+        s.commit(&w, "default", json!({"message": "hub", "add": hub})),
+        201,
+    );
+    let r = expect(lookup(&reader, "g0", "hub", ""), 200);
+    assert_eq!(r["count"], 300);
+    assert_eq!(r["matches"].as_array().unwrap().len(), 300);
+    assert_eq!(
+        r["matches"][299]["quad"],
+        "<http://ex/hub> <http://ex/p299> \"299\" <http://ex/g0> ."
+    );
+    for limit in [5, 256, 257, 258] {
+        let r = expect(
+            lookup(&reader, "g0", "hub", &format!("&limit={limit}")),
+            200,
+        );
+        assert_eq!(r["count"], limit, "limit {limit}");
+    }
+    let r = expect(lookup(&reader, "g0", "hub", "&o=%3Fx&p=%3Fx"), 200);
+    assert_eq!(r["count"], 0, "a repeated variable still filters");
+
+    // refusals on this path are refused, audited and counted like any other
+    let before = s.audit("auth.failed").len();
+    expect(
+        lookup(&format!("qgt_{}", "2".repeat(64)), "g1", "s1", ""),
+        401,
+    );
+    s.q.run(&["ns", "create", "staging"]).ok();
+    let staging = s.token("sam", "reader", Some("staging"));
+    expect(lookup(&staging, "g1", "s1", ""), 403);
+    let failed = s.audit("auth.failed");
+    assert_eq!(failed.len(), before + 2, "{failed:?}");
+    assert!(failed
+        .iter()
+        .any(|e| e["target"] == "GET /v1/ns/default/query" && e["detail"]["status"] == 403));
+
+    // a token revoked by another process is refused at once, after many good lookups
+    let list = s.q.run(&["token", "list", "--json"]).ok().json();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "rita")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect(lookup(&reader, "g1", "s1", ""), 200);
+    s.q.run(&["token", "revoke", &id]).ok();
+    let e = expect(lookup(&reader, "g1", "s1", ""), 401);
+    assert!(e["message"].as_str().unwrap().contains("revoked"), "{e}");
+    // and an expired one once its time is up
+    let brief =
+        s.q.run(&[
+            "token",
+            "create",
+            "--user",
+            "bo",
+            "--role",
+            "reader",
+            "--expires",
+            "1s",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let r = lookup(&brief, "g1", "s1", "");
+        if r.status() == 401 {
+            let e = expect(r, 401);
+            assert!(e["message"].as_str().unwrap().contains("expired"), "{e}");
+            return;
+        }
+        expect(r, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("a token that expired after 1 s was still accepted after 3 s");
+}
+
 #[test]
 fn failed_auth_is_rate_limited_per_client() {
     let s = Server::start(&["--auth-failure-limit", "3"]);
@@ -895,8 +1025,12 @@ fn password_namespaces_unlock_over_http() {
         200,
     );
     assert_eq!(r["count"], 1);
-    // the pool must not hand the opened keys to the next request
+    let point = "/v1/ns/vault/query?g=%3Chttp://ex/g1%3E&s=%3Chttp://ex/s7%3E";
+    let r = expect(with(s.req(reqwest::Method::GET, &admin, point)), 200);
+    assert_eq!(r["count"], 1);
+    // the pool must not hand the opened keys (or what they decoded) to the next request
     expect(s.get(&admin, "/v1/ns/vault/query"), 423);
+    expect(s.get(&admin, point), 423);
     let unlocks = s.audit("ns.unlock");
     assert!(unlocks
         .iter()

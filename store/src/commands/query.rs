@@ -103,6 +103,18 @@ fn tokens(pattern: &str) -> std::result::Result<Vec<String>, String> {
 
 /// Canonical N-Triples form of one term, checked by the real parser.
 fn canonical(term: &str, position: &str) -> std::result::Result<String, String> {
+    // Fast path for the common `<iri>` made only of URI characters: for it
+    // the parser does nothing but check `Iri::parse`, as `NamedNode::new`
+    // does, and prints it back unchanged. Anything else (escapes, non-ASCII,
+    // an invalid IRI: the parser words the error) takes the parser.
+    if let Some(iri) = term.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+        let uri_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b);
+        if iri.bytes().all(uri_char) {
+            if let Ok(iri) = oxrdf::NamedNode::new(iri) {
+                return Ok(iri.to_string());
+            }
+        }
+    }
     let line = match position {
         "subject" => format!("{term} <urn:qg:p> <urn:qg:o> ."),
         "predicate" => format!("<urn:qg:s> {term} <urn:qg:o> ."),
@@ -244,6 +256,33 @@ mod tests {
             "? <http://p> ?o",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+        // the fast path for plain IRIs gives what the parser gives, in every position
+        for term in [
+            "<http://ex.org/a/b?c=d&e=f#g>",
+            "<urn:x:y>",
+            "<http://ex.org/%41>",
+            "<http://[::1]:80/p>",
+            "<relative>",
+            "<http://ex.org/a b>",
+            "<http://ex.org/\\u0041>",
+            "<http://ex.org/é>",
+            "<>",
+        ] {
+            for position in ["subject", "predicate", "object", "graph"] {
+                let line = format!("{term} <urn:qg:p> <urn:qg:o> <urn:qg:g> .");
+                let parser = oxttl::NQuadsParser::new()
+                    .for_slice(line.as_bytes())
+                    .next()
+                    .unwrap()
+                    .map(|q| q.subject.to_string())
+                    .map_err(|_| ());
+                assert_eq!(
+                    canonical(term, position).map_err(|_| ()),
+                    parser,
+                    "{term} as {position}"
+                );
+            }
         }
         let p = Pattern::parse("?x <http://p> ?x").unwrap();
         assert!(p.matches(b"\0<http://a>\0<http://p>\0<http://a>").is_some());

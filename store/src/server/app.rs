@@ -1,6 +1,7 @@
 //! The running server: shared state, the pool of open stores, the request
-//! path (rate limit → authenticate → authorize → run on the blocking pool),
-//! request metrics and logs, and graceful shutdown.
+//! path (rate limit → authenticate → authorize → run on the blocking pool,
+//! or for small reads on the async worker itself), request metrics and logs,
+//! and graceful shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use crate::server::errors::ApiError;
 use crate::server::metrics::{HttpLabels, Metrics, ReasonLabels};
 use crate::server::roles::{Principal, Role, Scope};
 use crate::server::tokens::{self, Refusal};
-use crate::store::{Keyring, Store};
+use crate::store::{Keyring, NodeCache, Store};
 
 /// How to run `qg serve`.
 pub struct ServeOptions {
@@ -72,6 +73,9 @@ pub struct App {
     hook_timeout: Duration,
     pool: Mutex<Vec<Store>>,
     pool_size: usize,
+    /// Decoded tree nodes shared by every pooled store: the pool opens new
+    /// connections under load, and each would otherwise decode the trees anew.
+    nodes: NodeCache,
     pub metrics: Arc<Metrics>,
     limiter: Limiter,
     pub shutting_down: AtomicBool,
@@ -89,6 +93,7 @@ impl App {
             hook_timeout: opts.hook_timeout,
             pool: Mutex::new(Vec::new()),
             pool_size: opts.pool_size.max(1),
+            nodes: NodeCache::default(),
             metrics: Arc::new(Metrics::new()),
             limiter: Limiter::new(opts.auth_failure_limit, opts.auth_failure_window),
             shutting_down: AtomicBool::new(false),
@@ -135,6 +140,7 @@ impl App {
             master: self.master()?,
             ..Default::default()
         });
+        store.share_nodes(self.nodes.clone());
         Ok(store)
     }
 
@@ -151,12 +157,17 @@ impl App {
     /// token are dropped, so no later request inherits opened keys.
     pub fn checkin(&self, store: Store) {
         // keys opened during the request (a namespace created with a password,
-        // one opened by an unlock token) must not serve the next caller
-        store.forget_keys();
+        // one opened by an unlock token) must not serve the next caller; the
+        // decoded nodes may stay, as they are reachable only through the keys
+        store.forget_data_keys();
         let (hits, misses) = store.db().cache_stats(true);
         self.metrics.add_cache_stats(hits, misses);
         let k = store.keyring();
         if k.password.is_some() || k.unlock_token.is_some() {
+            return;
+        }
+        // a connection left inside a transaction would fail the next caller's writes
+        if !store.db().conn.is_autocommit() {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -189,6 +200,73 @@ impl App {
         need: Need,
         f: impl FnOnce(&mut Store, &Principal) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.dispatch(caller, need, Work::Writes, f).await
+    }
+
+    /// Like [`App::call`], for handlers that only read the namespace named by
+    /// `need`: when it is plaintext, the token check and the handler's reads
+    /// share one SQLite read transaction (see [`Snapshot`]).
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        caller: Caller,
+        need: Need,
+        f: impl FnOnce(&mut Store, &Principal) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.dispatch(caller, need, Work::Reads, f).await
+    }
+
+    /// Run a small read on the async worker itself, skipping the blocking
+    /// pool: its two thread hand-offs cost a point lookup about a third of
+    /// its CPU. Only what is cheap and cannot write qualifies: a plaintext
+    /// namespace (reading an encrypted one may derive keys or write audit
+    /// entries), a pooled connection (opening one is file I/O), no unlock
+    /// token, and an authorized caller (refusals are audited, a write). `f`
+    /// must bound its own work and return `Ok(None)` when the read turns out
+    /// big. Whenever this returns None nothing was answered and nothing
+    /// recorded: the caller runs the request through [`App::read`].
+    pub fn read_inline<T>(
+        &self,
+        caller: &Caller,
+        need: &Need,
+        f: impl FnOnce(&mut Store, &Principal) -> Result<Option<T>, ApiError>,
+    ) -> Option<Result<T, ApiError>> {
+        if caller.unlock.is_some()
+            || self
+                .limiter
+                .blocked(&format!("ip {}", caller.client))
+                .is_some()
+        {
+            return None;
+        }
+        let store = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let mut snapshot = Snapshot::begin(&store, need);
+        let principal = match snapshot.open {
+            true => match authorize(&store, caller, need) {
+                Ok(Ok(p)) => Some(p),
+                _ => None,
+            },
+            false => None,
+        };
+        let Some(principal) = principal else {
+            snapshot.end(&store);
+            self.checkin(store);
+            return None;
+        };
+        let mut store = store.with_actor(&principal.user);
+        store.set_deny_protected(principal.role < Role::Maintainer);
+        let out = f(&mut store, &principal);
+        snapshot.end(&store);
+        self.checkin(store);
+        out.transpose()
+    }
+
+    async fn dispatch<T: Send + 'static>(
+        self: &Arc<Self>,
+        caller: Caller,
+        need: Need,
+        work: Work,
+        f: impl FnOnce(&mut Store, &Principal) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         let ip_key = format!("ip {}", caller.client);
         if let Some(wait) = self.limiter.blocked(&ip_key) {
             self.count_auth_failure("rate_limited");
@@ -205,24 +283,46 @@ impl App {
             ));
         }
         let app = self.clone();
-        tokio::task::spawn_blocking(move || app.call_blocking(caller, need, f))
-            .await
-            .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let store = app.checkout()?;
+            let mut snapshot = match work {
+                Work::Reads => Snapshot::begin(&store, &need),
+                Work::Writes => Snapshot::none(),
+            };
+            let (store, out) = app.call_blocking(store, &mut snapshot, caller, need, f);
+            snapshot.end(&store);
+            app.checkin(store);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
     }
 
+    /// Authorize and run `f`; gives the store back for check-in.
     fn call_blocking<T>(
         &self,
+        store: Store,
+        snapshot: &mut Snapshot,
         caller: Caller,
         need: Need,
         f: impl FnOnce(&mut Store, &Principal) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let store = self.checkout()?;
-        let principal = match self.authorize(&store, &caller, &need) {
-            Ok(p) => p,
-            Err(e) => {
-                self.checkin(store);
-                return Err(e);
+    ) -> (Store, Result<T, ApiError>) {
+        let principal = match authorize(&store, &caller, &need) {
+            Ok(Ok(p)) => p,
+            Ok(Err(denied)) => {
+                // the audit entry is a write: it cannot go inside the snapshot
+                snapshot.end(&store);
+                self.refuse(
+                    &store,
+                    &caller,
+                    denied.principal.as_ref(),
+                    denied.status,
+                    denied.reason,
+                    &denied.message,
+                );
+                return (store, Err(denied.error));
             }
+            Err(e) => return (store, Err(e)),
         };
         let mut store = store.with_actor(&principal.user);
         store.set_deny_protected(principal.role < Role::Maintainer);
@@ -233,15 +333,13 @@ impl App {
                     password: None,
                     unlock_token: caller.unlock.clone(),
                 }),
-                Err(e) => {
-                    self.checkin(store);
-                    return Err(e.into());
-                }
+                Err(e) => return (store, Err(e.into())),
             }
         }
         let out = f(&mut store, &principal);
         if let Err(e) = &out {
             if e.code == "protected_branch" {
+                snapshot.end(&store);
                 self.refuse(
                     &store,
                     &caller,
@@ -252,52 +350,7 @@ impl App {
                 );
             }
         }
-        self.checkin(store);
-        out
-    }
-
-    fn authorize(
-        &self,
-        store: &Store,
-        caller: &Caller,
-        need: &Need,
-    ) -> Result<Principal, ApiError> {
-        let refusal = match caller.bearer.as_deref() {
-            None => Err((Refusal::Missing, None)),
-            Some(t) => tokens::authenticate(store.db(), t)?,
-        };
-        let principal = match refusal {
-            Ok(p) => p,
-            Err((r, p)) => {
-                self.refuse(store, caller, p.as_ref(), 401, r.as_str(), r.message());
-                return Err(ApiError::unauthorized(r.message()));
-            }
-        };
-        let scope = match &need.ns {
-            Some(ns) => Scope::Ns(ns),
-            None => Scope::Store,
-        };
-        // Need::any(): any valid token
-        let any = need.ns.is_none() && need.role == Role::Reader;
-        if !any && !principal.allows(scope, need.role) {
-            let message = match &need.ns {
-                Some(ns) if principal.sees(ns) => format!(
-                    "user `{}` is {} in namespace `{ns}`; this needs {}",
-                    principal.user, principal.role, need.role
-                ),
-                Some(ns) => format!(
-                    "user `{}`'s token does not grant access to namespace `{ns}`",
-                    principal.user
-                ),
-                None => format!(
-                    "user `{}`'s token is not a store-wide {} token; this needs one",
-                    principal.user, need.role
-                ),
-            };
-            self.refuse(store, caller, Some(&principal), 403, "forbidden", &message);
-            return Err(ApiError::forbidden(message));
-        }
-        Ok(principal)
+        (store, out)
     }
 
     /// Audit, count and rate-limit a refused request.
@@ -338,6 +391,121 @@ impl App {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+}
+
+/// What a handler does with the store.
+#[derive(Clone, Copy)]
+enum Work {
+    Writes,
+    Reads,
+}
+
+/// A refused request: what the client gets and what the audit log records.
+struct Denied {
+    error: ApiError,
+    status: u16,
+    reason: &'static str,
+    message: String,
+    principal: Option<Principal>,
+}
+
+/// Check `caller`'s token and role for `need`: `Ok(Err(_))` is a refusal,
+/// which the caller audits. Only reads, so it may run inside a [`Snapshot`].
+fn authorize(
+    store: &Store,
+    caller: &Caller,
+    need: &Need,
+) -> Result<Result<Principal, Denied>, ApiError> {
+    let checked = match caller.bearer.as_deref() {
+        None => Err((Refusal::Missing, None)),
+        Some(t) => tokens::authenticate(store.db(), t)?,
+    };
+    let principal = match checked {
+        Ok(p) => p,
+        Err((r, p)) => {
+            return Ok(Err(Denied {
+                error: ApiError::unauthorized(r.message()),
+                status: 401,
+                reason: r.as_str(),
+                message: r.message().to_string(),
+                principal: p,
+            }))
+        }
+    };
+    let scope = match &need.ns {
+        Some(ns) => Scope::Ns(ns),
+        None => Scope::Store,
+    };
+    // Need::any(): any valid token
+    let any = need.ns.is_none() && need.role == Role::Reader;
+    if !any && !principal.allows(scope, need.role) {
+        let message = match &need.ns {
+            Some(ns) if principal.sees(ns) => format!(
+                "user `{}` is {} in namespace `{ns}`; this needs {}",
+                principal.user, principal.role, need.role
+            ),
+            Some(ns) => format!(
+                "user `{}`'s token does not grant access to namespace `{ns}`",
+                principal.user
+            ),
+            None => format!(
+                "user `{}`'s token is not a store-wide {} token; this needs one",
+                principal.user, need.role
+            ),
+        };
+        return Ok(Err(Denied {
+            error: ApiError::forbidden(message.clone()),
+            status: 403,
+            reason: "forbidden",
+            message,
+            principal: Some(principal),
+        }));
+    }
+    Ok(Ok(principal))
+}
+
+/// One SQLite read transaction around a read-only request on a plaintext
+/// namespace: its half a dozen statements (token, namespace, ref, commit,
+/// nodes not yet decoded) take the WAL read lock once instead of once each,
+/// and see one consistent state. Only plaintext: reading an encrypted
+/// namespace may write (audit entries for a wrong master key or a failed
+/// unlock), and no write can start inside a read transaction. The check runs
+/// inside the snapshot, so the handler sees the namespace as checked.
+struct Snapshot {
+    open: bool,
+}
+
+impl Snapshot {
+    fn none() -> Snapshot {
+        Snapshot { open: false }
+    }
+
+    /// A snapshot when `need` names a plaintext namespace (else none).
+    fn begin(store: &Store, need: &Need) -> Snapshot {
+        let Some(ns) = &need.ns else {
+            return Snapshot::none();
+        };
+        let conn = &store.db().conn;
+        if !conn.is_autocommit() || conn.execute_batch("BEGIN DEFERRED").is_err() {
+            return Snapshot::none();
+        }
+        let mut snapshot = Snapshot { open: true };
+        if !matches!(store.db().crypto_record(ns), Ok(None)) {
+            snapshot.end(store);
+        }
+        snapshot
+    }
+
+    /// Release the snapshot (a read transaction has nothing to commit).
+    fn end(&mut self, store: &Store) {
+        if std::mem::take(&mut self.open) {
+            let conn = &store.db().conn;
+            if let Err(e) = conn.execute_batch("COMMIT") {
+                tracing::error!("cannot end a read transaction: {e}");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
     }
 }
 

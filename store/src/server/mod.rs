@@ -10,7 +10,9 @@
 //! Every handler calls the same library functions as the CLI
 //! ([`crate::commands`], [`crate::Store`]); store work runs on tokio's
 //! blocking pool with one [`crate::Store`] (one SQLite connection) per task,
-//! taken from a small pool.
+//! taken from a small pool whose stores share decoded tree nodes. Point
+//! lookups (graph and subject fixed, few matches) on plaintext namespaces run
+//! on the async worker instead, skipping the hand-off to the blocking pool.
 
 pub mod protect;
 pub mod roles;

@@ -1,6 +1,7 @@
 //! The HTTP routes. Each handler names what it needs (namespace and role),
 //! then calls the same library function as the matching CLI command, on the
-//! blocking pool, as the authenticated user.
+//! blocking pool (point lookups: on the async worker), as the authenticated
+//! user. Read-only handlers use [`App::read`], the others [`App::call`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -826,7 +827,7 @@ pub async fn list_branches(
     caller: Caller,
     P(ns): P<String>,
 ) -> Result<Json<Vec<RefOut>>, ApiError> {
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+    app.read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
         let protected = protect::protected(store, &ns)?;
         Ok(Json(
             branch::branches(store, &ns)?
@@ -931,7 +932,7 @@ pub async fn list_tags(
     caller: Caller,
     P(ns): P<String>,
 ) -> Result<Json<Vec<RefOut>>, ApiError> {
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+    app.read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
         Ok(Json(
             branch::tags(store, &ns)?
                 .into_iter()
@@ -977,7 +978,7 @@ pub async fn log_commits(
     Q(q): Q<LogParams>,
 ) -> Result<Json<Vec<CommitOut>>, ApiError> {
     let limit = positive_limit(q.limit)?.unwrap_or(100) as usize;
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+    app.read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
         let entries = log::log(
             store,
             &log::LogOptions {
@@ -1000,7 +1001,7 @@ pub async fn show_commit(
     caller: Caller,
     P((ns, reference)): P<(String, String)>,
 ) -> Result<Json<ShowOut>, ApiError> {
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+    app.read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
         let r = log::show(store, &log::ShowOptions { ns, reference })?;
         Ok(Json(ShowOut {
             commit: r.entry.into(),
@@ -1125,7 +1126,7 @@ pub async fn diff_refs(
     P(ns): P<String>,
     Q(q): Q<DiffParams>,
 ) -> Result<Json<DiffOut>, ApiError> {
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+    app.read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
         let mut changes = Vec::new();
         let mut line = Vec::new();
         let s = diff::diff(
@@ -1282,7 +1283,7 @@ pub async fn export_ref(
         ));
     };
     let body = app
-        .call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
+        .read(caller, Need::ns(&ns, Role::Reader), move |store, _| {
             let mut out = Vec::new();
             export::export(
                 store,
@@ -1318,38 +1319,86 @@ pub async fn query_pattern(
     Q(q): Q<QueryParams>,
 ) -> Result<Json<QueryOut>, ApiError> {
     positive_limit(q.limit)?;
-    app.call(caller, Need::ns(&ns, Role::Reader), move |store, _| {
-        let term = |t: &Option<String>| match t.as_deref().map(str::trim) {
-            None | Some("") => "*".to_string(),
-            Some(t) => t.to_string(),
-        };
-        let pattern = format!(
-            "{} {} {} {}",
-            term(&q.s),
-            term(&q.p),
-            term(&q.o),
-            term(&q.g)
-        );
-        let mut matches = Vec::new();
-        let count = query::query(
-            store,
-            &query::QueryOptions {
-                ns,
-                at: q.reference,
-                pattern,
-                limit: q.limit.map(u64::from),
-            },
-            |m| {
-                matches.push(MatchOut {
-                    quad: m.quad,
-                    bindings: m.bindings,
-                });
-                Ok(())
-            },
-        )?;
-        Ok(Json(QueryOut { count, matches }))
+    let need = Need::ns(&ns, Role::Reader);
+    if q.is_point_lookup() {
+        // at most INLINE_MATCHES + 1 keys scanned: each key of the range is a match
+        let limit = q
+            .limit
+            .map_or(INLINE_MATCHES + 1, |l| l.min(INLINE_MATCHES + 1));
+        let answered = app.read_inline(&caller, &need, |store, _| {
+            let out = run_query(store, &ns, &q, Some(limit))?;
+            Ok((out.count <= u64::from(INLINE_MATCHES) || q.limit == Some(limit)).then_some(out))
+        });
+        if let Some(out) = answered {
+            return out.map(Json);
+        }
+    }
+    app.read(caller, need, move |store, _| {
+        run_query(store, &ns, &q, q.limit).map(Json)
     })
     .await
+}
+
+/// Point lookups with at most this many matches are answered without the
+/// blocking pool ([`App::read_inline`]).
+const INLINE_MATCHES: u32 = 256;
+
+impl QueryParams {
+    /// Whether the pattern fixes graph and subject (the first two terms of
+    /// the key order), fixes no term after a free one, and repeats no
+    /// variable: then its scan is one key range whose every key matches, so
+    /// a match limit also bounds the keys read.
+    fn is_point_lookup(&self) -> bool {
+        // key order: graph, subject, predicate, object
+        let slots =
+            [&self.g, &self.s, &self.p, &self.o].map(|t| match t.as_deref().map(str::trim) {
+                None | Some("") | Some("*") => (false, None),
+                Some(v) if v.starts_with('?') => (false, Some(v)),
+                Some(_) => (true, None),
+            });
+        let fixed = slots.iter().take_while(|(fixed, _)| *fixed).count();
+        let vars: Vec<_> = slots.iter().filter_map(|(_, v)| *v).collect();
+        let distinct = vars.iter().collect::<std::collections::HashSet<_>>().len() == vars.len();
+        fixed >= 2 && slots[fixed..].iter().all(|(fixed, _)| !fixed) && distinct
+    }
+}
+
+/// The quads of `q`'s pattern, at most `limit`.
+fn run_query(
+    store: &crate::store::Store,
+    ns: &str,
+    q: &QueryParams,
+    limit: Option<u32>,
+) -> Result<QueryOut, ApiError> {
+    let term = |t: &Option<String>| match t.as_deref().map(str::trim) {
+        None | Some("") => "*".to_string(),
+        Some(t) => t.to_string(),
+    };
+    let pattern = format!(
+        "{} {} {} {}",
+        term(&q.s),
+        term(&q.p),
+        term(&q.o),
+        term(&q.g)
+    );
+    let mut matches = Vec::new();
+    let count = query::query(
+        store,
+        &query::QueryOptions {
+            ns: ns.to_string(),
+            at: q.reference.clone(),
+            pattern,
+            limit: limit.map(u64::from),
+        },
+        |m| {
+            matches.push(MatchOut {
+                quad: m.quad,
+                bindings: m.bindings,
+            });
+            Ok(())
+        },
+    )?;
+    Ok(QueryOut { count, matches })
 }
 
 // ---------- unlock, audit, tokens ----------
