@@ -28,10 +28,15 @@ use crate::storage::{Db, DB_FILE, SCHEMA_VERSION};
 /// SQLite page cache (KiB) while a snapshot streams a whole store: a scan
 /// touches every page once, so a big cache buys nothing and costs memory.
 const SNAPSHOT_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache (KiB) while [`Snapshot::visit_objects_in_storage_order`] reads
+/// the object table once from end to end.
+const SCAN_CACHE_KIB: i64 = 1024;
 /// Page cache (KiB) of the restore writer.
 const RESTORE_CACHE_KIB: i64 = 16 * 1024;
 /// Rows fetched per page by the streaming iterators.
 const PAGE_ROWS: usize = 512;
+/// Rows fetched per page by [`Snapshot::object_ids`] (ids only: small rows).
+const ID_PAGE_ROWS: usize = 4096;
 /// Stop filling a page of objects once it holds this many bytes.
 const PAGE_BYTES: usize = 8 << 20;
 
@@ -310,12 +315,16 @@ impl<'a> Snapshot<'a> {
         Ok(out)
     }
 
-    /// The highest reflog sequence number (0 when the reflog is empty).
+    /// The highest reflog sequence number handed out so far (0 when none):
+    /// entries up to it exist or were deleted with their namespace, and new
+    /// ones get higher numbers (the reflog's AUTOINCREMENT counter).
     pub fn max_reflog_seq(&self) -> Result<i64> {
-        Ok(self
-            .db
-            .conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM reflog", [], |r| r.get(0))?)
+        Ok(self.db.conn.query_row(
+            "SELECT max(coalesce((SELECT max(seq) FROM reflog), 0),
+                        coalesce((SELECT seq FROM sqlite_sequence WHERE name='reflog'), 0))",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Reflog entries with `seq > after`, oldest first, fetched page by page.
@@ -439,6 +448,109 @@ impl<'a> Snapshot<'a> {
             [ns],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
         )?)
+    }
+
+    /// The id of every object of `ns` in id order, page by page, read from
+    /// the primary key's index alone (no object is read).
+    pub fn object_ids(&self, ns: &str) -> ObjectIds<'_, 'a> {
+        ObjectIds {
+            snap: self,
+            ns: ns.to_string(),
+            after: Vec::new(),
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Kind and stored length of object `id` of `ns`, if the store has it.
+    pub fn object_meta(&self, ns: &str, id: &ObjectId) -> Result<Option<(u8, u64)>> {
+        Ok(self
+            .db
+            .conn
+            .prepare_cached("SELECT kind, length(data) FROM objects WHERE ns=?1 AND id=?2")?
+            .query_row(params![ns, &id.0[..]], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?)
+    }
+
+    /// One stored object of `ns`, if the store has it.
+    pub fn object(&self, ns: &str, id: &ObjectId) -> Result<Option<RawObject>> {
+        let row: Option<(u8, Vec<u8>)> = self
+            .db
+            .conn
+            .prepare_cached("SELECT kind, data FROM objects WHERE ns=?1 AND id=?2")?
+            .query_row(params![ns, &id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(kind, data)| RawObject {
+            id: *id,
+            kind,
+            data,
+        }))
+    }
+
+    /// Number of objects of `ns`, or of every namespace (from the primary
+    /// key's index: no object is read).
+    pub fn object_count(&self, ns: Option<&str>) -> Result<u64> {
+        Ok(self.db.conn.query_row(
+            "SELECT count(*) FROM objects WHERE ?1 IS NULL OR ns=?1",
+            [ns],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Call `f(ns, id, kind, stored bytes)` for every stored object of every
+    /// namespace, in the order the database keeps them: one sequential pass
+    /// over the table, the bytes lent straight from SQLite (no copy). Stops at
+    /// the first error `f` returns.
+    pub fn visit_objects_in_storage_order<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&str, &ObjectId, u8, &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        // every page is read once: a small cache is reused instead of growing
+        let cache: i64 = self
+            .db
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .map_err(Error::from)?;
+        self.db
+            .conn
+            .pragma_update(None, "cache_size", -SCAN_CACHE_KIB)
+            .map_err(Error::from)?;
+        let result = self.visit_all(&mut f);
+        self.db
+            .conn
+            .pragma_update(None, "cache_size", cache)
+            .map_err(Error::from)?;
+        result
+    }
+
+    fn visit_all<E: From<Error>>(
+        &self,
+        f: &mut impl FnMut(&str, &ObjectId, u8, &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .db
+            .conn
+            .prepare("SELECT ns, id, kind, data FROM objects")
+            .map_err(Error::from)?;
+        let mut rows = stmt.query([]).map_err(Error::from)?;
+        while let Some(r) = rows.next().map_err(Error::from)? {
+            let col = |i: usize| -> Result<rusqlite::types::ValueRef<'_>> { Ok(r.get_ref(i)?) };
+            let bad = |what: &str| bad_row("objects", format!("`{what}` has the wrong type"));
+            let ns = col(0)?.as_str().map_err(|_| bad("ns"))?;
+            let id = col(1)?.as_blob().map_err(|_| bad("id"))?;
+            let id = ObjectId::from_slice(id).ok_or_else(|| {
+                bad_row(
+                    "objects",
+                    format!("`id` holds {} bytes, not a 32-byte id", id.len()),
+                )
+            })?;
+            let kind: u8 = r.get(2).map_err(Error::from)?;
+            let data = col(3)?.as_blob().map_err(|_| bad("data"))?;
+            f(ns, &id, kind, data)?;
+        }
+        Ok(())
     }
 
     /// The stored objects of `ns` in id order (bytewise), streamed page by
@@ -694,6 +806,48 @@ impl Iterator for Objects<'_, '_> {
     }
 }
 
+/// Ids of one namespace's objects in id order; see [`Snapshot::object_ids`].
+pub struct ObjectIds<'s, 'a> {
+    snap: &'s Snapshot<'a>,
+    ns: String,
+    after: Vec<u8>,
+    buf: VecDeque<ObjectId>,
+    done: bool,
+}
+
+impl Paged for ObjectIds<'_, '_> {
+    type Row = ObjectId;
+
+    fn buffer(&mut self) -> (&mut VecDeque<ObjectId>, &mut bool) {
+        (&mut self.buf, &mut self.done)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let mut stmt = self.snap.db.conn.prepare_cached(
+            "SELECT id FROM objects WHERE ns=?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let page = ID_PAGE_ROWS;
+        let mut rows = stmt.query(params![self.ns, self.after, page as i64])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            let id = id_from("objects", "id", r.get(0)?)?;
+            self.after = id.0.to_vec();
+            self.buf.push_back(id);
+            n += 1;
+        }
+        self.done = n < page;
+        Ok(())
+    }
+}
+
+impl Iterator for ObjectIds<'_, '_> {
+    type Item = Result<ObjectId>;
+
+    fn next(&mut self) -> Option<Result<ObjectId>> {
+        next_row(self)
+    }
+}
+
 /// Fold the WAL into the database file of `db` and truncate it, so the file
 /// alone holds every committed change (before a restored store is moved into
 /// place). Fails when another connection is reading.
@@ -814,6 +968,48 @@ impl RestoreWriter {
     /// Remove an object (it was deleted from the store between two backups).
     pub fn delete_object(&self, ns: &str, id: &ObjectId) -> Result<()> {
         self.db().delete_object(ns, id)
+    }
+
+    /// Remove every object of `ns` (the backup chain no longer vouches for them).
+    pub fn delete_objects(&self, ns: &str) -> Result<u64> {
+        Ok(self
+            .db()
+            .conn
+            .execute("DELETE FROM objects WHERE ns=?1", [ns])? as u64)
+    }
+
+    /// A mark for [`RestoreWriter::objects_since`]: where the objects inserted
+    /// from now on begin.
+    pub fn object_mark(&self) -> Result<i64> {
+        Ok(self
+            .db()
+            .conn
+            .query_row("SELECT coalesce(max(rowid), 0) FROM objects", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Ids of the objects of `ns` inserted after `mark` (and not deleted).
+    /// Exact as long as nothing was deleted in between: SQLite gives a new
+    /// row the largest rowid so far plus one.
+    pub fn objects_since(&self, ns: &str, mark: i64) -> Result<Vec<ObjectId>> {
+        let mut stmt = self
+            .db()
+            .conn
+            .prepare_cached("SELECT id FROM objects WHERE rowid > ?1 AND ns=?2")?;
+        let rows = stmt.query_map(params![mark, ns], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for id in rows {
+            out.push(id_from("objects", "id", id?)?);
+        }
+        Ok(out)
+    }
+
+    /// The objects of plaintext namespace `ns` in the store being built, read
+    /// (and, when flushed, written) through the store's own object code: a
+    /// restore rebuilds trees with it.
+    pub fn objects(&self, ns: &str) -> crate::objects::ObjectSet<'_> {
+        crate::objects::ObjectSet::new(self.db(), ns)
     }
 
     /// Remove every ref of `ns`, or of every namespace.
@@ -941,6 +1137,23 @@ impl RestoreWriter {
         Ok(())
     }
 
+    /// Make new reflog entries of the restored store number after `seq` (the
+    /// backed-up store's counter), even when its newest entries were deleted.
+    pub fn reserve_reflog_seq(&self, seq: i64) -> Result<()> {
+        let db = self.db();
+        let n = db.conn.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name='reflog'",
+            [seq],
+        )?;
+        if n == 0 && seq > 0 {
+            db.conn.execute(
+                "INSERT INTO sqlite_sequence(name, seq) VALUES ('reflog', ?1)",
+                [seq],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The newest audit entry inserted so far: (seq, hash).
     pub fn audit_last(&self) -> Option<(i64, [u8; 32])> {
         self.audit_last
@@ -1063,6 +1276,54 @@ mod tests {
         let audit: Vec<i64> = snap.audit_after(0).map(|r| r.unwrap().seq).collect();
         assert_eq!(audit, (1..=audit.len() as i64).collect::<Vec<_>>());
         assert!(audit.len() > 2 * PAGE_ROWS);
+    }
+
+    #[test]
+    fn object_ids_match_the_objects_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("a")).unwrap();
+        let objs = store.objects("default").unwrap();
+        for i in 0..ID_PAGE_ROWS * 2 + 3 {
+            objs.put(
+                crate::object::Kind::Commit,
+                format!("{{\"n\":{i}}}").as_bytes(),
+            )
+            .unwrap();
+        }
+        store.db().write(|_| objs.flush()).unwrap();
+        let snap = Snapshot::begin(store.db()).unwrap();
+        let full: Vec<(ObjectId, u8, u64)> = snap
+            .objects("default")
+            .map(|o| o.map(|o| (o.id, o.kind, o.data.len() as u64)).unwrap())
+            .collect();
+        let ids: Vec<(ObjectId, u8, u64)> = snap
+            .object_ids("default")
+            .map(|id| {
+                let id = id.unwrap();
+                let (kind, len) = snap.object_meta("default", &id).unwrap().unwrap();
+                (id, kind, len)
+            })
+            .collect();
+        assert!(full.len() > ID_PAGE_ROWS * 2);
+        assert_eq!(ids, full);
+        assert!(snap.object_meta("other", &full[0].0).unwrap().is_none());
+        let one = snap.object("default", &full[7].0).unwrap().unwrap();
+        assert_eq!((one.id, one.kind, one.data.len() as u64), full[7]);
+        assert!(snap.object("other", &full[7].0).unwrap().is_none());
+        assert_eq!(
+            snap.object_count(Some("default")).unwrap(),
+            full.len() as u64
+        );
+        assert_eq!(snap.object_count(None).unwrap(), full.len() as u64);
+        let mut visited = Vec::new();
+        snap.visit_objects_in_storage_order(|ns, id, kind, data| {
+            assert_eq!(ns, "default");
+            visited.push((*id, kind, data.len() as u64));
+            Ok::<(), Error>(())
+        })
+        .unwrap();
+        visited.sort();
+        assert_eq!(visited, full);
     }
 
     #[test]

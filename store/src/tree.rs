@@ -731,6 +731,188 @@ pub fn reachable(
     Ok(())
 }
 
+/// A leaf that one tree has and the other lacks (see [`divergence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafRef {
+    pub id: ObjectId,
+    /// Position (0-based) of the leaf's first key among all keys of its tree.
+    pub start: u64,
+    /// Keys in the leaf, as its parent records.
+    pub count: u64,
+}
+
+/// The nodes two trees do not share; see [`divergence`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Divergence {
+    /// Every node reachable from `a` but not from `b` (internal nodes and
+    /// leaves), top level first, in key order within a level.
+    pub only_a: Vec<ObjectId>,
+    /// Every node reachable from `b` but not from `a`, likewise.
+    pub only_b: Vec<ObjectId>,
+    /// The leaves among `only_a`, in key order, with where they sit in `a`.
+    pub leaves_a: Vec<LeafRef>,
+    /// The leaves among `only_b`, in key order, with where they sit in `b`.
+    pub leaves_b: Vec<LeafRef>,
+    /// Internal nodes (and roots) read to find them.
+    pub nodes_read: u64,
+}
+
+/// The nodes of tree `a` that tree `b` lacks and the other way round,
+/// reading only internal nodes (a leaf is known by its parent's entry), so
+/// the cost follows the number of internal nodes the change touched.
+///
+/// Exact because a node has one parent in a tree: going down level by level,
+/// a child of a node only one side has is shared exactly when it is also a
+/// child of a node only the other side has (or that side's root). The keys
+/// that differ are the keys of `leaves_a` minus those of `leaves_b` (removed)
+/// and the other way round (added): every other leaf is in both trees.
+pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Divergence> {
+    let mut out = Divergence::default();
+    if a == b {
+        return Ok(out);
+    }
+    let ra = objs.node(a)?;
+    let rb = objs.node(b)?;
+    out.nodes_read = 2;
+    let (ha, hb) = (ra.level, rb.level);
+    let mut level = ha.max(hb);
+    // (id, first key's position, key count) of the candidates at `level`, in key order
+    let root = |h: u8, id: &ObjectId, n: &Node, level: u8| -> Vec<LeafRef> {
+        if h == level {
+            vec![LeafRef {
+                id: *id,
+                start: 0,
+                count: n.count(),
+            }]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut cand_a = root(ha, a, &ra, level);
+    let mut cand_b = root(hb, b, &rb, level);
+    loop {
+        let in_a: std::collections::HashSet<ObjectId> = cand_a.iter().map(|c| c.id).collect();
+        let in_b: std::collections::HashSet<ObjectId> = cand_b.iter().map(|c| c.id).collect();
+        cand_a.retain(|c| !in_b.contains(&c.id));
+        cand_b.retain(|c| !in_a.contains(&c.id));
+        out.only_a.extend(cand_a.iter().map(|c| c.id));
+        out.only_b.extend(cand_b.iter().map(|c| c.id));
+        if level == 0 {
+            out.leaves_a = cand_a;
+            out.leaves_b = cand_b;
+            return Ok(out);
+        }
+        let below = level - 1;
+        let expand = |cands: &[LeafRef],
+                      h: u8,
+                      root_id: &ObjectId,
+                      root_node: &Node,
+                      read: &mut u64|
+         -> Result<Vec<LeafRef>> {
+            let mut next = Vec::new();
+            for c in cands {
+                let node = if c.id == *root_id && h == level {
+                    None
+                } else {
+                    *read += 1;
+                    Some(objs.node(&c.id)?)
+                };
+                let node: &Node = node.as_deref().unwrap_or(root_node);
+                if node.level != level || node.children.len() != node.keys.len() {
+                    return Err(crate::error::Error::CorruptObject {
+                        ns: objs.ns().to_string(),
+                        id: c.id,
+                        reason: format!(
+                            "expected an internal node at level {level}, found level {} with {} children for {} keys",
+                            node.level,
+                            node.children.len(),
+                            node.keys.len()
+                        ),
+                    });
+                }
+                let mut start = c.start;
+                for child in &node.children {
+                    next.push(LeafRef {
+                        id: child.id,
+                        start,
+                        count: child.count,
+                    });
+                    start += child.count;
+                }
+            }
+            if h == below {
+                next.push(LeafRef {
+                    id: *root_id,
+                    start: 0,
+                    count: root_node.count(),
+                });
+            }
+            Ok(next)
+        };
+        cand_a = expand(&cand_a, ha, a, &ra, &mut out.nodes_read)?;
+        cand_b = expand(&cand_b, hb, b, &rb, &mut out.nodes_read)?;
+        level = below;
+    }
+}
+
+/// The keys at positions `ordinals` (0-based, strictly increasing) of the
+/// tree at `root`, found through the key counts internal nodes carry.
+pub fn keys_at(objs: &ObjectSet, root: &ObjectId, ordinals: &[u64]) -> Result<Vec<Vec<u8>>> {
+    fn walk(
+        objs: &ObjectSet,
+        id: &ObjectId,
+        start: u64,
+        ordinals: &[u64],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let node = objs.node(id)?;
+        if node.is_leaf() {
+            for o in ordinals {
+                let key = node.keys.get((o - start) as usize).ok_or_else(|| {
+                    crate::error::Error::CorruptObject {
+                        ns: objs.ns().to_string(),
+                        id: *id,
+                        reason: format!("leaf holds no key at position {o}"),
+                    }
+                })?;
+                out.push(key.clone());
+            }
+            return Ok(());
+        }
+        let mut rest = ordinals;
+        let mut start = start;
+        for child in &node.children {
+            let n = rest.partition_point(|o| *o < start + child.count);
+            if n > 0 {
+                walk(objs, &child.id, start, &rest[..n], out)?;
+                rest = &rest[n..];
+            }
+            if rest.is_empty() {
+                break;
+            }
+            start += child.count;
+        }
+        if !rest.is_empty() {
+            return Err(crate::error::Error::CorruptObject {
+                ns: objs.ns().to_string(),
+                id: *id,
+                reason: format!("no key at position {} below this node", rest[0]),
+            });
+        }
+        Ok(())
+    }
+    if ordinals.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(crate::error::Error::Other(
+            "key positions must be strictly increasing".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(ordinals.len());
+    if !ordinals.is_empty() {
+        walk(objs, root, 0, ordinals, &mut out)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -856,6 +1038,80 @@ mod tests {
                 ]
             );
             assert_eq!(Diff::new(objs, &a, &a).unwrap().count(), 0);
+        });
+    }
+
+    #[test]
+    fn divergence_names_exactly_the_unshared_nodes() {
+        with_objs(|objs| {
+            let all = |root: &ObjectId| {
+                let mut s = std::collections::HashSet::new();
+                reachable(objs, root, &mut s).unwrap();
+                s
+            };
+            let base: BTreeSet<Vec<u8>> = (0..6000).map(|i| key(i * 2)).collect();
+            let a = build(objs, base.iter().cloned()).unwrap();
+            type Keys = Vec<Vec<u8>>;
+            let cases: Vec<(Keys, Keys)> = vec![
+                (vec![key(1), key(7001), key(11999)], vec![key(0), key(5000)]),
+                ((0..3000).map(|i| key(i * 4 + 1)).collect(), vec![]),
+                (vec![], (0..5990).map(|i| key(i * 2)).collect()), // much lower tree
+                ((20000..40000).map(key).collect(), vec![]),       // taller tree
+                (vec![], vec![]),
+            ];
+            for (n, (add, rem)) in cases.into_iter().enumerate() {
+                let b = apply(objs, a, &add, &rem).unwrap();
+                let d = divergence(objs, &a, &b).unwrap();
+                let (ra, rb) = (all(&a), all(&b));
+                let only_a: std::collections::HashSet<_> = ra.difference(&rb).copied().collect();
+                let only_b: std::collections::HashSet<_> = rb.difference(&ra).copied().collect();
+                assert_eq!(
+                    d.only_a
+                        .iter()
+                        .copied()
+                        .collect::<std::collections::HashSet<_>>(),
+                    only_a,
+                    "case {n}"
+                );
+                assert_eq!(
+                    d.only_b
+                        .iter()
+                        .copied()
+                        .collect::<std::collections::HashSet<_>>(),
+                    only_b,
+                    "case {n}"
+                );
+                assert_eq!(d.only_a.len(), only_a.len(), "case {n}: no repeats");
+                // the keys of the unshared leaves differ exactly by the change
+                let keys = |leaves: &[LeafRef], root: &ObjectId| -> BTreeSet<Vec<u8>> {
+                    let mut out = BTreeSet::new();
+                    for l in leaves {
+                        let node = objs.node(&l.id).unwrap();
+                        assert!(node.is_leaf());
+                        assert_eq!(node.count(), l.count);
+                        let at: Vec<u64> = (l.start..l.start + l.count).collect();
+                        assert_eq!(keys_at(objs, root, &at).unwrap(), node.keys, "case {n}");
+                        out.extend(node.keys.iter().cloned());
+                    }
+                    out
+                };
+                let ka = keys(&d.leaves_a, &a);
+                let kb = keys(&d.leaves_b, &b);
+                let removed: BTreeSet<_> = ka.difference(&kb).cloned().collect();
+                let added: BTreeSet<_> = kb.difference(&ka).cloned().collect();
+                let want_rem: BTreeSet<_> =
+                    rem.iter().filter(|k| base.contains(*k)).cloned().collect();
+                let want_add: BTreeSet<_> =
+                    add.iter().filter(|k| !base.contains(*k)).cloned().collect();
+                assert_eq!(removed, want_rem, "case {n}");
+                assert_eq!(added, want_add, "case {n}");
+            }
+            assert!(keys_at(objs, &a, &[5, 3]).is_err());
+            assert!(keys_at(objs, &a, &[6000]).is_err());
+            assert_eq!(
+                keys_at(objs, &a, &[0, 5999]).unwrap(),
+                vec![key(0), key(11998)]
+            );
         });
     }
 

@@ -1,24 +1,28 @@
 //! The engine shared by `full` and `incremental`: stream one point in time of
 //! a store to a target.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
 use qg_store::audit::{Event, Outcome};
+use qg_store::object::Kind;
 use qg_store::progress::Progress;
-use qg_store::snapshot::Snapshot;
-use qg_store::{clock, Store};
+use qg_store::snapshot::{NamespaceRow, Snapshot};
+use qg_store::{clock, ObjectId, Store};
 use serde::Serialize;
 use sha2::Digest;
 
 use crate::catalog::{manifest_name, stream_name};
+use crate::delta::{self, NewObject, NsPlan};
 use crate::error::{Error, Result};
 use crate::format::{
-    BackupKind, Counts, Header, HookFile, IndexEntry, IndexOp, Manifest, Position, Record,
+    BackupKind, Counts, Header, HookFile, IndexEntry, Manifest, Position, Record, RecordType,
     StreamWriter, INDEX_RECORD_BYTES, VERSION,
 };
-use crate::index::{ChainSet, Spool};
+use crate::index::{ChainSet, EntryReader, MemberIndex, SortedSpool, Spool};
 use crate::keys::{EncryptionInfo, Master};
 use crate::target::{Target, Upload};
 
@@ -45,6 +49,8 @@ pub struct BackupResult {
     pub duration_ms: u64,
     /// The manifest as written (also in the stream's trailer).
     pub manifest: Manifest,
+    /// Things worth knowing that did not fail the backup.
+    pub warnings: Vec<String>,
 }
 
 /// A new backup id: the UTC time (sortable) and 4 random bytes.
@@ -59,8 +65,8 @@ pub fn new_id(now: &str) -> String {
 pub(crate) struct Plan {
     pub kind: BackupKind,
     pub parent: Option<Manifest>,
-    /// Objects of the parent chain (empty for a full backup).
-    pub base: ChainSet,
+    /// The indexes of the parent chain, oldest first (`None` for a full backup).
+    pub base: Option<Vec<MemberIndex>>,
     pub encryption: Option<(EncryptionInfo, Rc<Master>)>,
 }
 
@@ -131,6 +137,8 @@ pub(crate) fn run(
                         "bytes": r.bytes,
                         "objects": r.counts.objects,
                         "deleted": r.counts.deleted,
+                        "deltas": r.counts.deltas,
+                        "resets": r.counts.resets,
                         "sha256": r.sha256,
                         "encrypted": r.encrypted,
                         "duration_ms": r.duration_ms,
@@ -166,7 +174,7 @@ fn write_backup(
     let Plan {
         kind,
         parent,
-        mut base,
+        base,
         encryption,
     } = plan;
     let hook_files = hooks(store.hooks().dir())?;
@@ -239,7 +247,8 @@ fn write_backup(
     let mut w = StreamWriter::start(upload, &header, cipher).map_err(&werr)?;
     let mut counts = Counts::default();
 
-    let outcome = (|| -> Result<(Position, Spool)> {
+    let mut warnings = Vec::new();
+    let outcome = (|| -> Result<(Position, IndexSections)> {
         for (k, v) in snap.meta()? {
             if k != "audit_head" {
                 w.record(&Record::Meta(k, v)).map_err(&werr)?;
@@ -279,66 +288,23 @@ fn write_backup(
             w.record(&Record::Audit(a?)).map_err(&werr)?;
         }
 
-        // Objects: the store's, beside the base chain's, both in (ns, id) order.
-        let (total, _) = snap.object_stats(None)?;
-        progress.start("objects", Some(total));
-        let mut spool = Spool::new()?;
-        let mut pending = base.next_present()?;
-        let delete = |w: &mut StreamWriter<Box<dyn Upload>>,
-                      spool: &mut Spool,
-                      counts: &mut Counts,
-                      ns: String,
-                      id: qg_store::ObjectId|
-         -> Result<()> {
-            counts.deleted += 1;
-            w.record(&Record::Delete { ns: ns.clone(), id })
-                .map_err(&werr)?;
-            spool.push(&IndexEntry {
-                op: IndexOp::Delete,
-                ns,
-                id,
-            })
+        let sections = match base {
+            None => full_objects(&snap, &mut w, &mut counts, progress, &werr)?,
+            Some(members) => incremental_objects(
+                &snap,
+                &namespaces,
+                members,
+                &mut w,
+                &mut counts,
+                progress,
+                &werr,
+                &mut warnings,
+            )?,
         };
-        for n in &namespaces {
-            for o in snap.objects(&n.name) {
-                let o = o?;
-                progress.inc(1);
-                let key = (n.name.as_str(), &o.id);
-                while let Some((pns, pid)) = pending.take() {
-                    if (pns.as_str(), &pid) < key {
-                        delete(&mut w, &mut spool, &mut counts, pns, pid)?;
-                        pending = base.next_present()?;
-                    } else {
-                        pending = Some((pns, pid));
-                        break;
-                    }
-                }
-                if pending
-                    .as_ref()
-                    .is_some_and(|(pns, pid)| (pns.as_str(), pid) == key)
-                {
-                    pending = base.next_present()?;
-                    continue;
-                }
-                counts.objects += 1;
-                counts.object_bytes += o.data.len() as u64;
-                w.object(&n.name, &o.id, o.kind, &o.data).map_err(&werr)?;
-                spool.push(&IndexEntry {
-                    op: IndexOp::Add,
-                    ns: n.name.clone(),
-                    id: o.id,
-                })?;
-            }
-        }
-        while let Some((pns, pid)) = pending {
-            delete(&mut w, &mut spool, &mut counts, pns, pid)?;
-            pending = base.next_present()?;
-        }
-        progress.finish();
-        Ok((w.position(), spool))
+        Ok((w.position(), sections))
     })();
     drop(snap);
-    let (index_pos, spool) = match outcome {
+    let (index_pos, sections) = match outcome {
         Ok(v) => v,
         Err(e) => {
             abort(w);
@@ -350,9 +316,19 @@ fn write_backup(
     let write_index = |w: &mut StreamWriter<Box<dyn Upload>>| -> Result<()> {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for e in spool.reader()? {
+        let IndexSections {
+            resets,
+            entries,
+            trees,
+        } = sections;
+        let entries = resets
+            .into_iter()
+            .map(Ok)
+            .chain(entries)
+            .chain(trees.into_iter().map(Ok));
+        for e in entries {
             let e = e?;
-            bytes += e.ns.len() + 35;
+            bytes += e.ns.len() + 67;
             batch.push(e);
             if bytes >= INDEX_RECORD_BYTES {
                 w.record(&Record::Index(std::mem::take(&mut batch)))
@@ -420,12 +396,321 @@ fn write_backup(
         encrypted: encryption.is_some(),
         duration_ms: started.elapsed().as_millis() as u64,
         manifest,
+        warnings,
     })
+}
+
+/// The index section's entries: resets, then object additions and deletions
+/// in (namespace, id) order, then the trees of the delta records.
+struct IndexSections {
+    resets: Vec<IndexEntry>,
+    entries: EntryReader,
+    trees: Vec<IndexEntry>,
+}
+
+type Writer = StreamWriter<Box<dyn Upload>>;
+type WriteErr<'t> = dyn Fn(std::io::Error) -> Error + 't;
+
+/// A full backup's objects: every object of every namespace, in the order
+/// the database stores them (one sequential pass); the index comes out
+/// sorted all the same.
+fn full_objects(
+    snap: &Snapshot,
+    w: &mut Writer,
+    counts: &mut Counts,
+    progress: &dyn Progress,
+    werr: &WriteErr,
+) -> Result<IndexSections> {
+    progress.start("objects", Some(snap.object_count(None)?));
+    let mut sorted = SortedSpool::new();
+    snap.visit_objects_in_storage_order(|ns, id, kind, data| -> Result<()> {
+        progress.inc(1);
+        counts.objects += 1;
+        counts.object_bytes += data.len() as u64;
+        w.object(ns, id, kind, data).map_err(werr)?;
+        sorted.push(ns, *id)
+    })?;
+    progress.finish();
+    Ok(IndexSections {
+        resets: Vec::new(),
+        entries: sorted.reader()?,
+        trees: Vec::new(),
+    })
+}
+
+/// New objects beyond this many in one namespace are sent as they are,
+/// without looking for deltas (bounds the memory of planning).
+const MAX_PLANNED: usize = 262_144;
+
+/// An incremental's objects: resets, then the objects the chain lacks and
+/// deletions of those the store dropped, in (ns, id) order, except the tree
+/// nodes that delta records rebuild; then the delta records.
+#[allow(clippy::too_many_arguments)]
+fn incremental_objects(
+    snap: &Snapshot,
+    namespaces: &[NamespaceRow],
+    members: Vec<MemberIndex>,
+    w: &mut Writer,
+    counts: &mut Counts,
+    progress: &dyn Progress,
+    werr: &WriteErr,
+    warnings: &mut Vec<String>,
+) -> Result<IndexSections> {
+    let plaintext: BTreeSet<String> = namespaces
+        .iter()
+        .filter(|n| !n.encrypted())
+        .map(|n| n.name.clone())
+        .collect();
+    let (mut chain, expansion) = ChainSet::build(members, snap, &plaintext)?;
+    let mut resets = Vec::new();
+    for (ns, why) in &expansion.resets {
+        warnings.push(format!(
+            "namespace `{ns}`: {why}; this backup resets it (holds all its objects again)"
+        ));
+        counts.resets += 1;
+        w.record(&Record::Reset(ns.clone())).map_err(werr)?;
+        resets.push(IndexEntry::reset(ns));
+    }
+
+    // Pass 1: which objects are new and which are gone (ids only).
+    progress.start("compare", Some(snap.object_count(None)?));
+    let mut events = Events::new()?;
+    let mut news: BTreeMap<String, Vec<NewObject>> = BTreeMap::new();
+    let mut pending = chain.next_present()?;
+    for n in namespaces {
+        let mut list = plaintext.contains(&n.name).then(Vec::new);
+        for id in snap.object_ids(&n.name) {
+            let id = id?;
+            progress.inc(1);
+            let key = (n.name.as_str(), &id);
+            while let Some((pns, pid)) = pending.take() {
+                if (pns.as_str(), &pid) < key {
+                    events.push(Change::Delete, &pns, &pid)?;
+                    pending = chain.next_present()?;
+                } else {
+                    pending = Some((pns, pid));
+                    break;
+                }
+            }
+            if pending
+                .as_ref()
+                .is_some_and(|(pns, pid)| (pns.as_str(), pid) == key)
+            {
+                pending = chain.next_present()?;
+                continue;
+            }
+            events.push(Change::New, &n.name, &id)?;
+            if let Some(l) = &mut list {
+                if l.len() < MAX_PLANNED {
+                    let (kind, len) = snap.object_meta(&n.name, &id)?.ok_or_else(|| {
+                        Error::Store(qg_store::Error::MissingObject {
+                            ns: n.name.clone(),
+                            id,
+                        })
+                    })?;
+                    l.push(NewObject { id, kind, len });
+                } else {
+                    list = None;
+                }
+            }
+        }
+        if let Some(l) = list.filter(|l| l.iter().any(|o| o.kind == Kind::Commit as u8)) {
+            news.insert(n.name.clone(), l);
+        }
+    }
+    while let Some((pns, pid)) = pending {
+        events.push(Change::Delete, &pns, &pid)?;
+        pending = chain.next_present()?;
+    }
+    progress.finish();
+
+    // Deltas for new commits of plaintext namespaces.
+    let mut plans: BTreeMap<String, NsPlan> = BTreeMap::new();
+    let mut bodies = DeltaBodies::new()?;
+    for (ns, list) in news {
+        let p = delta::plan(snap.db(), &ns, &list, &mut |d| bodies.push(d))?;
+        if !p.trees.is_empty() {
+            plans.insert(ns, p);
+        }
+    }
+
+    // Pass 2: the object and deletion records.
+    progress.start("objects", Some(events.count));
+    let mut spool = Spool::new()?;
+    for ev in events.reader()? {
+        let (op, ns, id) = ev?;
+        progress.inc(1);
+        match op {
+            Change::New => {
+                if plans.get(&ns).is_some_and(|p| p.covered.contains(&id)) {
+                    continue;
+                }
+                let o = snap.object(&ns, &id)?.ok_or_else(|| {
+                    Error::Store(qg_store::Error::MissingObject { ns: ns.clone(), id })
+                })?;
+                counts.objects += 1;
+                counts.object_bytes += o.data.len() as u64;
+                w.object(&ns, &id, o.kind, &o.data).map_err(werr)?;
+                spool.push(&IndexEntry::add(&ns, id))?;
+            }
+            Change::Delete => {
+                counts.deleted += 1;
+                w.record(&Record::Delete { ns: ns.clone(), id })
+                    .map_err(werr)?;
+                spool.push(&IndexEntry::delete(&ns, id))?;
+            }
+        }
+    }
+    progress.finish();
+
+    // The delta section, namespace by namespace, parents first.
+    let mut trees = Vec::new();
+    let mut bodies = bodies.reader()?;
+    for p in plans.values() {
+        counts.delta_nodes += p.covered.len() as u64;
+        counts.delta_node_bytes += p.covered_bytes;
+        for t in &p.trees {
+            let body = bodies.next_body()?;
+            counts.deltas += 1;
+            w.raw_record(RecordType::Delta, &body).map_err(werr)?;
+            trees.push(t.clone());
+        }
+    }
+    Ok(IndexSections {
+        resets,
+        entries: Box::new(spool.reader()?),
+        trees,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    New = 1,
+    Delete = 2,
+}
+
+/// Pass 1's findings, spooled to a temporary file: (op, ns, id).
+struct Events {
+    out: BufWriter<std::fs::File>,
+    count: u64,
+}
+
+fn tmp_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::io(what, "a temporary file", e)
+}
+
+impl Events {
+    fn new() -> Result<Events> {
+        let f = tempfile::tempfile().map_err(tmp_err("create"))?;
+        Ok(Events {
+            out: BufWriter::with_capacity(256 << 10, f),
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, op: Change, ns: &str, id: &ObjectId) -> Result<()> {
+        let mut buf = Vec::with_capacity(ns.len() + 35);
+        buf.push(op as u8);
+        buf.extend_from_slice(&(ns.len() as u16).to_le_bytes());
+        buf.extend_from_slice(ns.as_bytes());
+        buf.extend_from_slice(&id.0);
+        self.out.write_all(&buf).map_err(tmp_err("write"))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn reader(self) -> Result<impl Iterator<Item = Result<(Change, String, ObjectId)>>> {
+        let mut f = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("write", "a temporary file", e.into_error()))?;
+        f.rewind().map_err(tmp_err("rewind"))?;
+        let mut inp = BufReader::with_capacity(64 << 10, f);
+        Ok(std::iter::from_fn(move || {
+            let mut op = [0u8; 1];
+            match inp.read(&mut op) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(tmp_err("read")(e))),
+            }
+            let mut read = || -> std::io::Result<(String, ObjectId)> {
+                let mut len = [0u8; 2];
+                inp.read_exact(&mut len)?;
+                let mut ns = vec![0u8; u16::from_le_bytes(len) as usize];
+                inp.read_exact(&mut ns)?;
+                let mut id = [0u8; 32];
+                inp.read_exact(&mut id)?;
+                Ok((String::from_utf8_lossy(&ns).into_owned(), ObjectId(id)))
+            };
+            Some(
+                read()
+                    .map(|(ns, id)| {
+                        let op = if op[0] == Change::New as u8 {
+                            Change::New
+                        } else {
+                            Change::Delete
+                        };
+                        (op, ns, id)
+                    })
+                    .map_err(tmp_err("read")),
+            )
+        }))
+    }
+}
+
+/// Delta record bodies, spooled to a temporary file as planning makes them.
+struct DeltaBodies {
+    out: BufWriter<std::fs::File>,
+    lens: Vec<u64>,
+}
+
+impl DeltaBodies {
+    fn new() -> Result<DeltaBodies> {
+        let f = tempfile::tempfile().map_err(tmp_err("create"))?;
+        Ok(DeltaBodies {
+            out: BufWriter::new(f),
+            lens: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, body: &[u8]) -> Result<()> {
+        self.out.write_all(body).map_err(tmp_err("write"))?;
+        self.lens.push(body.len() as u64);
+        Ok(())
+    }
+
+    fn reader(self) -> Result<DeltaBodyReader> {
+        let mut f = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("write", "a temporary file", e.into_error()))?;
+        f.rewind().map_err(tmp_err("rewind"))?;
+        Ok(DeltaBodyReader {
+            inp: BufReader::new(f),
+            lens: self.lens.into_iter(),
+        })
+    }
+}
+
+struct DeltaBodyReader {
+    inp: BufReader<std::fs::File>,
+    lens: std::vec::IntoIter<u64>,
+}
+
+impl DeltaBodyReader {
+    fn next_body(&mut self) -> Result<Vec<u8>> {
+        let len = self.lens.next().expect("one body per planned delta");
+        let mut body = vec![0u8; len as usize];
+        self.inp.read_exact(&mut body).map_err(tmp_err("read"))?;
+        Ok(body)
+    }
 }
 
 fn abort(w: StreamWriter<Box<dyn Upload>>) {
     // The stream is incomplete: make sure it never appears in the target.
-    w.into_inner().abort();
+    if let Some(upload) = w.into_inner() {
+        upload.abort();
+    }
 }
 
 /// `qg-backup <version>`.

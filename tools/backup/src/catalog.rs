@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{BackupKind, Manifest, VERSION};
+use crate::format::{readable, BackupKind, Manifest};
 use crate::keys::Keyring;
 use crate::target::{Target, MANIFEST_SUFFIX, STREAM_SUFFIX};
 
@@ -62,7 +62,7 @@ impl Catalog {
                     name.clone(),
                     format!("it describes backup {} instead", m.id),
                 )),
-                Ok(m) if m.format != VERSION => cat.unreadable.push((
+                Ok(m) if !readable(m.format) => cat.unreadable.push((
                     name.clone(),
                     format!("format version {} is not supported", m.format),
                 )),

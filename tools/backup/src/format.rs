@@ -1,4 +1,5 @@
-//! The backup stream format (version 1), specified in `FORMAT.md`: a prelude,
+//! The backup stream format (version 2; version 1 streams are still read),
+//! specified in `FORMAT.md`: a prelude,
 //! framed records each with a checksum (and, when encrypted, AES-256-GCM),
 //! a trailer record carrying the manifest, and a fixed footer.
 
@@ -19,8 +20,16 @@ use crate::keys::{EncryptionInfo, FrameCipher, TAG_LEN};
 pub const MAGIC: &[u8; 8] = b"QGBACKUP";
 /// Last 8 bytes of every stream.
 pub const FOOTER_MAGIC: &[u8; 8] = b"QGBKEND1";
-/// Stream format version.
-pub const VERSION: u16 = 1;
+/// Stream format version written.
+pub const VERSION: u16 = 2;
+/// Oldest stream format version read (version 1 has no delta or reset
+/// records and no tree or reset index entries; everything else is the same).
+pub const MIN_VERSION: u16 = 1;
+
+/// Whether this qg-backup reads stream format `v`.
+pub fn readable(v: u16) -> bool {
+    (MIN_VERSION..=VERSION).contains(&v)
+}
 /// Prelude: magic and version.
 pub const PRELUDE_LEN: u64 = 10;
 /// Footer: trailer offset and index, index-section offset and index, magic.
@@ -49,10 +58,14 @@ pub enum RecordType {
     Trailer = 13,
     /// A row of a store table without a dedicated record (API tokens, ...).
     Row = 14,
+    /// A commit's tree as the change from its first parent's (format 2).
+    Delta = 15,
+    /// Every object of a namespace the chain held is gone (format 2).
+    Reset = 16,
 }
 
 /// Sections in stream order; a record's rank is its section's place here.
-pub const SECTIONS: [RecordType; 13] = [
+pub const SECTIONS: [RecordType; 15] = [
     RecordType::Header,
     RecordType::Meta,
     RecordType::Namespace,
@@ -63,7 +76,9 @@ pub const SECTIONS: [RecordType; 13] = [
     RecordType::Ref,
     RecordType::Reflog,
     RecordType::Audit,
+    RecordType::Reset,
     RecordType::Object,
+    RecordType::Delta,
     RecordType::Index,
     RecordType::Trailer,
 ];
@@ -91,6 +106,8 @@ impl RecordType {
             12 => Index,
             13 => Trailer,
             14 => Row,
+            15 => Delta,
+            16 => Reset,
             _ => return None,
         })
     }
@@ -126,6 +143,8 @@ impl RecordType {
             Index => "index",
             Trailer => "trailer",
             Row => "table row",
+            Delta => "delta",
+            Reset => "reset",
         }
     }
 }
@@ -188,13 +207,21 @@ pub struct Counts {
     pub deleted: u64,
     /// Rows of the store's other tables (API tokens, protected branches, ...).
     pub rows: u64,
+    /// Delta records (format 2).
+    pub deltas: u64,
+    /// New tree nodes the delta records rebuild instead of carrying them.
+    pub delta_nodes: u64,
+    /// Stored bytes of those nodes (what the deltas replace).
+    pub delta_node_bytes: u64,
+    /// Reset records (format 2).
+    pub resets: u64,
     /// Records before the trailer.
     pub records: u64,
 }
 
 impl Counts {
     /// The record tallies a reader saw, in the order the check reports them.
-    pub fn tallies(&self) -> [u64; 8] {
+    pub fn tallies(&self) -> [u64; 10] {
         [
             self.namespaces,
             self.refs,
@@ -204,17 +231,19 @@ impl Counts {
             self.rows,
             self.objects,
             self.deleted,
+            self.deltas,
+            self.resets,
         ]
     }
 
     /// Fail, naming `backup`, when a stream's trailer (`self`) disagrees with
     /// the records read before it (`seen`).
-    pub fn check_seen(&self, seen: [u64; 8], backup: &str) -> Result<()> {
+    pub fn check_seen(&self, seen: [u64; 10], backup: &str) -> Result<()> {
         let said = self.tallies();
         if seen != said {
             return Err(Error::damaged(
                 backup,
-                format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions) {said:?} but the stream holds {seen:?}"),
+                format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions, deltas, resets) {said:?} but the stream holds {seen:?}"),
             ));
         }
         Ok(())
@@ -365,41 +394,106 @@ pub struct HookFile {
     pub data: Vec<u8>,
 }
 
-/// Add or delete, in the index section.
+/// What an index entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum IndexOp {
+    /// The chain holds this object (an object record).
     Add = 1,
+    /// The chain no longer holds this object (a deletion record).
     Delete = 2,
+    /// The chain holds every node of tree `id`; those of tree `base` it held
+    /// already (a delta record; format 2).
+    Tree = 3,
+    /// The chain holds nothing of the namespace from before this backup (a
+    /// reset record; format 2).
+    Reset = 4,
 }
 
-/// One index entry: an object added to or deleted from the chain's set.
+/// One index entry: an object added to or deleted from the chain's set, a
+/// tree a delta rebuilt, or a namespace reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     pub op: IndexOp,
     pub ns: String,
+    /// The object (zero for a reset; the rebuilt tree for a tree entry).
     pub id: ObjectId,
+    /// Tree entries: the delta's base tree (zero otherwise).
+    pub base: ObjectId,
 }
 
 impl IndexEntry {
+    pub fn add(ns: &str, id: ObjectId) -> IndexEntry {
+        IndexEntry {
+            op: IndexOp::Add,
+            ns: ns.to_string(),
+            id,
+            base: ObjectId([0; 32]),
+        }
+    }
+
+    pub fn delete(ns: &str, id: ObjectId) -> IndexEntry {
+        IndexEntry {
+            op: IndexOp::Delete,
+            ..IndexEntry::add(ns, id)
+        }
+    }
+
+    pub fn tree(ns: &str, tree: ObjectId, base: ObjectId) -> IndexEntry {
+        IndexEntry {
+            op: IndexOp::Tree,
+            ns: ns.to_string(),
+            id: tree,
+            base,
+        }
+    }
+
+    pub fn reset(ns: &str) -> IndexEntry {
+        IndexEntry {
+            op: IndexOp::Reset,
+            ..IndexEntry::add(ns, ObjectId([0; 32]))
+        }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.op as u8);
         put_str16(out, &self.ns);
-        out.extend_from_slice(&self.id.0);
+        match self.op {
+            IndexOp::Add | IndexOp::Delete => out.extend_from_slice(&self.id.0),
+            IndexOp::Tree => {
+                out.extend_from_slice(&self.id.0);
+                out.extend_from_slice(&self.base.0);
+            }
+            IndexOp::Reset => {}
+        }
+    }
+
+    fn op_of(b: u8) -> Option<IndexOp> {
+        Some(match b {
+            1 => IndexOp::Add,
+            2 => IndexOp::Delete,
+            3 => IndexOp::Tree,
+            4 => IndexOp::Reset,
+            _ => return None,
+        })
     }
 
     /// Decode one entry from the front of `buf`, advancing it.
     pub fn decode(buf: &mut &[u8]) -> Option<IndexEntry> {
         let (&op, rest) = buf.split_first()?;
-        let op = match op {
-            1 => IndexOp::Add,
-            2 => IndexOp::Delete,
-            _ => return None,
-        };
+        let op = Self::op_of(op)?;
         *buf = rest;
         let ns = get_str16(buf)?;
-        let id = ObjectId::from_slice(take(buf, 32)?)?;
-        Some(IndexEntry { op, ns, id })
+        let zero = ObjectId([0; 32]);
+        let (id, base) = match op {
+            IndexOp::Add | IndexOp::Delete => (ObjectId::from_slice(take(buf, 32)?)?, zero),
+            IndexOp::Tree => (
+                ObjectId::from_slice(take(buf, 32)?)?,
+                ObjectId::from_slice(take(buf, 32)?)?,
+            ),
+            IndexOp::Reset => (zero, zero),
+        };
+        Some(IndexEntry { op, ns, id, base })
     }
 
     /// Read one entry from a reader (spooled index files); `None` at clean EOF.
@@ -409,22 +503,47 @@ impl IndexEntry {
             return Ok(None);
         }
         let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad index entry");
-        let op = match op[0] {
-            1 => IndexOp::Add,
-            2 => IndexOp::Delete,
-            _ => return Err(bad()),
-        };
+        let op = Self::op_of(op[0]).ok_or_else(bad)?;
         let mut len = [0u8; 2];
         r.read_exact(&mut len)?;
         let mut ns = vec![0u8; u16::from_le_bytes(len) as usize];
         r.read_exact(&mut ns)?;
         let mut id = [0u8; 32];
-        r.read_exact(&mut id)?;
+        let mut base = [0u8; 32];
+        if matches!(op, IndexOp::Add | IndexOp::Delete | IndexOp::Tree) {
+            r.read_exact(&mut id)?;
+        }
+        if op == IndexOp::Tree {
+            r.read_exact(&mut base)?;
+        }
         Ok(Some(IndexEntry {
             op,
             ns: String::from_utf8(ns).map_err(|_| bad())?,
             id: ObjectId(id),
+            base: ObjectId(base),
         }))
+    }
+}
+
+/// A multiset of index entries, in any order: their number and the sum
+/// (mod 2^128) of each entry's 128-bit xxh3. A stream's records and its index
+/// must give the same digest (records may come in any order within their
+/// section; the index is sorted). This checks consistency; authenticity is
+/// the stream's SHA-256 and, when encrypted, every record's tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexDigest {
+    count: u64,
+    sum: u128,
+}
+
+impl IndexDigest {
+    pub fn add(&mut self, e: &IndexEntry) {
+        let mut buf = Vec::with_capacity(e.ns.len() + 67);
+        e.encode(&mut buf);
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(xxhash_rust::xxh3::xxh3_128_with_seed(&buf, 0x5147_4944));
     }
 }
 
@@ -452,6 +571,8 @@ pub enum Record {
     },
     Index(Vec<IndexEntry>),
     Trailer(Box<Manifest>),
+    Delta(Box<crate::delta::Delta>),
+    Reset(String),
 }
 
 impl Record {
@@ -470,6 +591,19 @@ impl Record {
             Record::Delete { .. } => RecordType::Delete,
             Record::Index(_) => RecordType::Index,
             Record::Trailer(_) => RecordType::Trailer,
+            Record::Delta(_) => RecordType::Delta,
+            Record::Reset(_) => RecordType::Reset,
+        }
+    }
+
+    /// The index entry this record must have (object, deletion, delta and reset records).
+    pub fn index_entry(&self) -> Option<IndexEntry> {
+        match self {
+            Record::Object { ns, id, .. } => Some(IndexEntry::add(ns, *id)),
+            Record::Delete { ns, id } => Some(IndexEntry::delete(ns, *id)),
+            Record::Delta(d) => Some(IndexEntry::tree(&d.ns, d.tree, d.base)),
+            Record::Reset(ns) => Some(IndexEntry::reset(ns)),
+            _ => None,
         }
     }
 
@@ -568,6 +702,12 @@ impl Record {
                 out
             }
             Record::Trailer(m) => json(m.as_ref()),
+            Record::Delta(d) => d.encode(),
+            Record::Reset(ns) => {
+                let mut out = Vec::with_capacity(ns.len() + 2);
+                put_str16(&mut out, ns);
+                out
+            }
         }
     }
 
@@ -717,6 +857,15 @@ impl Record {
                 Record::Index(entries)
             }
             RecordType::Trailer => Record::Trailer(Box::new(parse(&body)?)),
+            RecordType::Delta => Record::Delta(Box::new(crate::delta::Delta::decode(&body)?)),
+            RecordType::Reset => {
+                let mut b = &body[..];
+                let ns = get_str16(&mut b).ok_or("truncated reset record")?;
+                if !b.is_empty() {
+                    return Err("bytes after the namespace of a reset record".into());
+                }
+                Record::Reset(ns)
+            }
         })
     }
 }
@@ -757,25 +906,189 @@ fn checksum(kind: u8, len: u32, body: &[u8], index: u64) -> u64 {
     let mut head = [0u8; 5];
     head[0] = kind;
     head[1..].copy_from_slice(&len.to_le_bytes());
-    xxh3_64_with_seed(&head, index) ^ xxh3_64_with_seed(body, index.rotate_left(17) ^ 0x5147_424b)
+    xxh3_64_with_seed(&head, index) ^ xxh3_64_with_seed(body, body_seed(index))
+}
+
+fn body_seed(index: u64) -> u64 {
+    index.rotate_left(17) ^ 0x5147_424b
+}
+
+/// Bytes handed to the output thread at a time.
+const STAGE_BYTES: usize = 1 << 20;
+
+enum OutMsg {
+    Bytes(Vec<u8>),
+    /// Reply with the SHA-256 of everything sent so far.
+    Digest(std::sync::mpsc::Sender<[u8; 32]>),
+}
+
+/// The writing end of a stream on a thread of its own: it writes staged
+/// bytes to the output and hashes them (SHA-256) while the producer goes on
+/// reading the store (writing and hashing cost as much as the rest of a
+/// backup's work).
+struct Output<W: Write + Send + 'static> {
+    tx: Option<std::sync::mpsc::SyncSender<OutMsg>>,
+    /// Buffers coming back for reuse.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<(W, std::io::Result<[u8; 32]>)>>,
+}
+
+impl<W: Write + Send + 'static> Output<W> {
+    fn new(mut out: W) -> Output<W> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OutMsg>(4);
+        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("qg-backup-out".into())
+            .spawn(move || {
+                let mut sha = Sha256::new();
+                for m in rx {
+                    match m {
+                        OutMsg::Bytes(mut b) => {
+                            if let Err(e) = out.write_all(&b) {
+                                return (out, Err(e));
+                            }
+                            sha.update(&b);
+                            b.clear();
+                            let _ = back.send(b);
+                        }
+                        OutMsg::Digest(reply) => {
+                            let _ = reply.send(sha.clone().finalize().into());
+                        }
+                    }
+                }
+                let flushed = out.flush().map(|_| sha.finalize().into());
+                (out, flushed)
+            })
+            .expect("a thread can be started");
+        Output {
+            tx: Some(tx),
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    /// The output thread stopped (a write failed): its error.
+    fn failed(&mut self) -> std::io::Error {
+        drop(self.tx.take());
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok((_, Err(e)))) => e,
+            _ => std::io::Error::other("the stream's output thread stopped"),
+        }
+    }
+
+    fn send(&mut self, m: OutMsg) -> std::io::Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(m).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            Err(self.failed())
+        }
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(STAGE_BYTES + 64 * 1024))
+    }
+
+    fn digest(&mut self) -> std::io::Result<[u8; 32]> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(OutMsg::Digest(tx))?;
+        match rx.recv() {
+            Ok(d) => Ok(d),
+            Err(_) => Err(self.failed()),
+        }
+    }
+
+    /// Wait for everything to be written; the output and the SHA-256 of it all.
+    fn finish(mut self) -> (Option<W>, std::io::Result<[u8; 32]>) {
+        drop(self.tx.take());
+        match self.thread.take().expect("joined once").join() {
+            Ok((w, r)) => (Some(w), r),
+            Err(_) => (
+                None,
+                Err(std::io::Error::other("the stream's output thread panicked")),
+            ),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for Output<W> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// SHA-256 of the bytes a reader consumes, computed on a thread of its own
+/// (an output thread writing nowhere).
+struct ReadHash {
+    stage: Vec<u8>,
+    out: Option<Output<std::io::Sink>>,
+}
+
+impl ReadHash {
+    fn new() -> ReadHash {
+        let out = Output::new(std::io::sink());
+        ReadHash {
+            stage: out.buffer(),
+            out: Some(out),
+        }
+    }
+
+    fn out(&mut self) -> &mut Output<std::io::Sink> {
+        self.out.as_mut().expect("open until finished")
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.stage.extend_from_slice(bytes);
+        if self.stage.len() >= STAGE_BYTES {
+            self.hand_off();
+        }
+    }
+
+    fn hand_off(&mut self) {
+        let next = self.out().buffer();
+        let full = std::mem::replace(&mut self.stage, next);
+        // a sink never fails: only a panicked thread could refuse
+        self.out()
+            .send(OutMsg::Bytes(full))
+            .expect("the hashing thread runs");
+    }
+
+    /// The hash of everything so far.
+    fn digest(&mut self) -> [u8; 32] {
+        self.hand_off();
+        self.out().digest().expect("the hashing thread runs")
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.hand_off();
+        let out = self.out.take().expect("finished once");
+        out.finish().1.expect("the hashing thread runs")
+    }
 }
 
 /// Writes one backup stream.
-pub struct StreamWriter<W: Write> {
-    out: W,
+pub struct StreamWriter<W: Write + Send + 'static> {
     pos: u64,
-    sha: Sha256,
+    /// Bytes framed since the last hand-off to `out`.
+    stage: Vec<u8>,
+    out: Output<W>,
     index: u64,
     cipher: Option<FrameCipher>,
 }
 
-impl<W: Write> StreamWriter<W> {
+impl<W: Write + Send + 'static> StreamWriter<W> {
     /// Write the prelude and the (plaintext) header record.
     pub fn start(out: W, header: &Header, cipher: Option<FrameCipher>) -> std::io::Result<Self> {
+        let out = Output::new(out);
         let mut w = StreamWriter {
-            out,
             pos: 0,
-            sha: Sha256::new(),
+            stage: out.buffer(),
+            out,
             index: 0,
             cipher,
         };
@@ -783,41 +1096,61 @@ impl<W: Write> StreamWriter<W> {
         prelude.extend_from_slice(&VERSION.to_le_bytes());
         w.raw(&prelude)?;
         let body = serde_json::to_vec(header).expect("header serializes");
-        w.frame(RecordType::Header, &body, false)?;
+        w.frame(RecordType::Header, &[&body], false)?;
         Ok(w)
     }
 
     fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.sha.update(bytes);
+        self.stage.extend_from_slice(bytes);
         self.pos += bytes.len() as u64;
+        if self.stage.len() >= STAGE_BYTES {
+            self.hand_off()?;
+        }
         Ok(())
     }
 
-    fn frame(&mut self, t: RecordType, body: &[u8], seal: bool) -> std::io::Result<()> {
+    /// Pass the staged bytes to the output thread.
+    fn hand_off(&mut self) -> std::io::Result<()> {
+        if self.stage.is_empty() {
+            return Ok(());
+        }
+        let next = self.out.buffer();
+        let full = std::mem::replace(&mut self.stage, next);
+        self.out.send(OutMsg::Bytes(full))
+    }
+
+    /// Frame a record whose body is the concatenation of `parts`.
+    fn frame(&mut self, t: RecordType, parts: &[&[u8]], seal: bool) -> std::io::Result<()> {
         let sealed;
-        let body = match (&self.cipher, seal) {
+        let joined: [&[u8]; 1];
+        let parts = match (&self.cipher, seal) {
             (Some(c), true) => {
-                sealed = c.seal(t as u8, self.index, body);
-                &sealed[..]
+                sealed = c.seal(t as u8, self.index, &parts.concat());
+                joined = [&sealed[..]];
+                &joined[..]
             }
-            _ => body,
+            _ => parts,
         };
-        let len = u32::try_from(body.len())
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(total)
             .ok()
             .filter(|l| *l <= MAX_RECORD)
             .ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("a {} record of {} bytes is too large", t.name(), body.len()),
+                    format!("a {} record of {total} bytes is too large", t.name()),
                 )
             })?;
         let mut head = [0u8; 5];
         head[0] = t as u8;
         head[1..].copy_from_slice(&len.to_le_bytes());
         self.raw(&head)?;
-        self.raw(body)?;
-        let sum = checksum(t as u8, len, body, self.index);
+        let mut body_sum = xxhash_rust::xxh3::Xxh3::with_seed(body_seed(self.index));
+        for p in parts {
+            body_sum.update(p);
+            self.raw(p)?;
+        }
+        let sum = xxh3_64_with_seed(&head, self.index) ^ body_sum.digest();
         self.raw(&sum.to_le_bytes())?;
         self.index += 1;
         Ok(())
@@ -834,7 +1167,12 @@ impl<W: Write> StreamWriter<W> {
     /// Write one record.
     pub fn record(&mut self, r: &Record) -> std::io::Result<()> {
         let body = r.encode();
-        self.frame(r.record_type(), &body, true)
+        self.frame(r.record_type(), &[&body], true)
+    }
+
+    /// Write a record whose body is already encoded.
+    pub fn raw_record(&mut self, t: RecordType, body: &[u8]) -> std::io::Result<()> {
+        self.frame(t, &[body], true)
     }
 
     /// Write an object record without building a [`Record`] (no copy of the data).
@@ -845,17 +1183,17 @@ impl<W: Write> StreamWriter<W> {
         kind: u8,
         data: &[u8],
     ) -> std::io::Result<()> {
-        let mut body = Vec::with_capacity(ns.len() + data.len() + 35);
-        put_str16(&mut body, ns);
-        body.extend_from_slice(&id.0);
-        body.push(kind);
-        body.extend_from_slice(data);
-        self.frame(RecordType::Object, &body, true)
+        let mut head = Vec::with_capacity(ns.len() + 35);
+        put_str16(&mut head, ns);
+        head.extend_from_slice(&id.0);
+        head.push(kind);
+        self.frame(RecordType::Object, &[&head, data], true)
     }
 
     /// The output, abandoning the stream (the caller aborts the upload).
-    pub fn into_inner(self) -> W {
-        self.out
+    /// `None` only if the output thread panicked.
+    pub fn into_inner(self) -> Option<W> {
+        self.out.finish().0
     }
 
     /// Write the trailer (the manifest, with its own position and the hash of
@@ -863,10 +1201,11 @@ impl<W: Write> StreamWriter<W> {
     /// the completed trailer manifest, the stream length and its SHA-256.
     pub fn finish(mut self, mut trailer: Manifest) -> std::io::Result<(W, Manifest, u64, String)> {
         trailer.trailer = self.position();
-        trailer.prefix_sha256 = hex::encode(self.sha.clone().finalize());
+        self.hand_off()?;
+        trailer.prefix_sha256 = hex::encode(self.out.digest()?);
         trailer.counts.records = self.index;
         let body = serde_json::to_vec(&trailer).expect("manifest serializes");
-        self.frame(RecordType::Trailer, &body, true)?;
+        self.frame(RecordType::Trailer, &[&body], true)?;
         let mut footer = Vec::with_capacity(FOOTER_LEN as usize);
         footer.extend_from_slice(&trailer.trailer.offset.to_le_bytes());
         footer.extend_from_slice(&trailer.trailer.record.to_le_bytes());
@@ -874,9 +1213,13 @@ impl<W: Write> StreamWriter<W> {
         footer.extend_from_slice(&trailer.index.record.to_le_bytes());
         footer.extend_from_slice(FOOTER_MAGIC);
         self.raw(&footer)?;
-        self.out.flush()?;
-        let sha = hex::encode(self.sha.finalize());
-        Ok((self.out, trailer, self.pos, sha))
+        self.hand_off()?;
+        let pos = self.pos;
+        match self.out.finish() {
+            (Some(out), Ok(sha)) => Ok((out, trailer, pos, hex::encode(sha))),
+            (_, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(std::io::Error::other("the stream's output is gone")),
+        }
     }
 }
 
@@ -887,13 +1230,15 @@ pub struct StreamReader<R: Read> {
     /// Names the backup in errors.
     name: String,
     pos: u64,
-    sha: Option<Sha256>,
+    sha: Option<ReadHash>,
     index: u64,
     cipher: Option<FrameCipher>,
     rank: u8,
     header: Option<Header>,
     trailer: Option<Manifest>,
     prefix_sha: Option<String>,
+    /// The stream's format version.
+    version: u16,
 }
 
 /// What a stream's end showed: the trailer, total length and SHA-256.
@@ -929,13 +1274,13 @@ impl<R: Read> StreamReader<R> {
             ));
         }
         let version = u16::from_le_bytes([prelude[8], prelude[9]]);
-        if version != VERSION {
+        if !readable(version) {
             return Err(Error::usage(format!(
-                "backup {name} has stream format version {version}; this qg-backup reads version {VERSION}"
+                "backup {name} has stream format version {version}; this qg-backup reads versions {MIN_VERSION} to {VERSION}"
             )));
         }
-        let mut sha = Sha256::new();
-        sha.update(prelude);
+        let mut sha = ReadHash::new();
+        sha.update(&prelude);
         let mut r = StreamReader {
             inp,
             name: name.to_string(),
@@ -947,6 +1292,7 @@ impl<R: Read> StreamReader<R> {
             header: None,
             trailer: None,
             prefix_sha: None,
+            version,
         };
         let (t, body) = r.frame()?;
         if t != RecordType::Header {
@@ -954,9 +1300,13 @@ impl<R: Read> StreamReader<R> {
         }
         let header: Header =
             serde_json::from_slice(&body).map_err(|e| r.bad(&format!("bad header: {e}")))?;
-        if header.format != VERSION {
-            return Err(r.bad(&format!("header says format {}", header.format)));
+        if header.format != version {
+            return Err(r.bad(&format!(
+                "header says format {} in a version {version} stream",
+                header.format
+            )));
         }
+        r.version = version;
         r.name = header.id.clone();
         r.rank = RecordType::Header.rank();
         r.header = Some(header.clone());
@@ -982,6 +1332,7 @@ impl<R: Read> StreamReader<R> {
             header: None,
             trailer: None,
             prefix_sha: None,
+            version: VERSION,
         }
     }
 
@@ -1028,7 +1379,19 @@ impl<R: Read> StreamReader<R> {
     fn frame(&mut self) -> Result<(RecordType, Vec<u8>)> {
         let start = self.pos;
         let mut head = [0u8; 5];
-        self.fill(&mut head, "a record header")?;
+        // the trailer's first byte ends the part of the stream its hash covers
+        let sha = self.sha.take();
+        let filled = self.fill(&mut head, "a record header");
+        self.sha = sha;
+        filled?;
+        if head[0] == RecordType::Trailer as u8 {
+            if let Some(sha) = &mut self.sha {
+                self.prefix_sha = Some(hex::encode(sha.digest()));
+            }
+        }
+        if let Some(sha) = &mut self.sha {
+            sha.update(&head);
+        }
         let t = RecordType::from_u8(head[0]).ok_or_else(|| {
             Error::damaged(
                 &self.name,
@@ -1096,12 +1459,6 @@ impl<R: Read> StreamReader<R> {
             return Ok(None);
         }
         let at = self.position();
-        if self.rank < RecordType::Trailer.rank() {
-            // the hash of everything before the trailer record
-            if let Some(sha) = &self.sha {
-                self.prefix_sha = Some(hex::encode(sha.clone().finalize()));
-            }
-        }
         let (t, body) = self.frame()?;
         if t.rank() < self.rank {
             return Err(Error::damaged(
@@ -1112,6 +1469,18 @@ impl<R: Read> StreamReader<R> {
                     at.offset,
                     t.name(),
                     section_name(self.rank)
+                ),
+            ));
+        }
+        if self.version < 2 && matches!(t, RecordType::Delta | RecordType::Reset) {
+            return Err(Error::damaged(
+                &self.name,
+                format!(
+                    "record #{} at byte {}: a {} record in a version {} stream",
+                    at.record,
+                    at.offset,
+                    t.name(),
+                    self.version
                 ),
             ));
         }
@@ -1184,7 +1553,8 @@ impl<R: Read> StreamReader<R> {
         }
         let sha256 = self
             .sha
-            .map(|s| hex::encode(s.finalize()))
+            .take()
+            .map(|s| hex::encode(s.finish()))
             .unwrap_or_default();
         Ok((
             StreamEnd {
@@ -1206,12 +1576,15 @@ impl<R: Read> StreamReader<R> {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The stream's format version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 fn section_name(rank: u8) -> &'static str {
-    RecordType::from_u8(rank)
-        .map(RecordType::name)
-        .unwrap_or("?")
+    section(rank).map(RecordType::name).unwrap_or("?")
 }
 
 #[cfg(test)]
@@ -1287,11 +1660,10 @@ mod tests {
             .unwrap();
         let mut m = manifest(&h);
         m.index = w.position();
-        w.record(&Record::Index(vec![IndexEntry {
-            op: IndexOp::Add,
-            ns: "default".into(),
-            id: ObjectId([3; 32]),
-        }]))
+        w.record(&Record::Index(vec![IndexEntry::add(
+            "default",
+            ObjectId([3; 32]),
+        )]))
         .unwrap();
         let (out, _, len, _) = w.finish(m).unwrap();
         assert_eq!(len, out.len() as u64);

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::backup::{self, BackupResult, Plan};
 use crate::error::{Error, Result};
 use crate::format::BackupKind;
-use crate::index::ChainSet;
 use crate::keys::{KeyOptions, Keyring, Master};
 use crate::target::{S3Options, Target};
 
@@ -57,7 +56,7 @@ pub fn full_of(store: &Store, opts: &FullOptions, progress: &dyn Progress) -> Re
         Plan {
             kind: BackupKind::Full,
             parent: None,
-            base: ChainSet::empty(),
+            base: None,
             encryption,
         },
         progress,

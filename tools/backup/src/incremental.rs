@@ -1,6 +1,7 @@
 //! `qg-backup incremental`: the objects the store gained (and lost) since the
 //! backup it is based on, plus refs, reflog, namespace records and audit
-//! entries since then.
+//! entries since then. New commits of plaintext namespaces go as commit
+//! deltas when smaller than their new tree nodes (see [`crate::delta`]).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use crate::backup::{self, BackupResult, Plan};
 use crate::catalog::{authenticate, Catalog};
 use crate::error::{Error, Result};
 use crate::format::BackupKind;
-use crate::index::{self, ChainSet};
+use crate::index;
 use crate::keys::{KeyOptions, Keyring, Master};
 use crate::target::{S3Options, Target};
 
@@ -123,7 +124,7 @@ pub fn incremental_of(
         Plan {
             kind: BackupKind::Incremental,
             parent: Some(parent),
-            base: ChainSet::new(spools)?,
+            base: Some(spools),
             encryption,
         },
         progress,

@@ -1,19 +1,24 @@
 //! Object-id indexes: which objects a backup chain holds.
 //!
 //! Every stream ends with an index section listing, in (namespace, id)
-//! order, the objects it added and the ones it recorded as deleted. The set
-//! of objects a chain holds is the merge of its members' indexes, where the
-//! newest entry for an id decides. An incremental backup streams the store's
+//! order, the objects it added and the ones it recorded as deleted (and,
+//! since format 2, the namespaces it reset and the trees its delta records
+//! rebuild). The set of objects a chain holds is the merge of its members'
+//! indexes, where the newest entry for an id decides; a tree entry stands for
+//! the nodes of the tree that its base tree lacks, which the store being
+//! backed up names (see [`ChainSet::build`]). An incremental backup streams the store's
 //! objects in the same order beside that set and keeps only the difference,
 //! so it is exact (content addressing) and needs memory for one entry per
 //! chain member, whatever the store's size. Indexes are spooled to temporary
 //! files first, so a remote target is read once, sequentially.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::io::{BufReader, BufWriter, Seek, Write};
 
-use qg_store::ObjectId;
+use qg_store::objects::ObjectSet;
+use qg_store::snapshot::Snapshot;
+use qg_store::{tree, ObjectId};
 
 use crate::catalog::stream_name;
 use crate::error::{Error, Result};
@@ -80,29 +85,179 @@ impl Iterator for SpoolReader {
     }
 }
 
-/// Copy the index section of backup `m` into a spool, checking every record.
-pub fn fetch(target: &Target, m: &Manifest, keys: &Keyring) -> Result<Spool> {
+/// Entries sorted in memory per run before they spill to a temporary file
+/// (about 40 bytes each).
+const RUN_ENTRIES: usize = 262_144;
+
+/// Object additions pushed in any order (a full backup reads objects in
+/// storage order), read back in (namespace, id) order: sorted runs of at most
+/// [`RUN_ENTRIES`] in memory, spilled to temporary files, merged on reading.
+#[derive(Default)]
+pub struct SortedSpool {
+    names: Vec<String>,
+    run: Vec<(u32, ObjectId)>,
+    runs: Vec<Spool>,
+    pub entries: u64,
+}
+
+impl SortedSpool {
+    pub fn new() -> SortedSpool {
+        SortedSpool::default()
+    }
+
+    /// Object `id` of namespace `ns` is added.
+    pub fn push(&mut self, ns: &str, id: ObjectId) -> Result<()> {
+        let n = match self.names.iter().position(|x| x == ns) {
+            Some(n) => n,
+            None => {
+                self.names.push(ns.to_string());
+                self.names.len() - 1
+            }
+        };
+        self.run.push((n as u32, id));
+        self.entries += 1;
+        if self.run.len() >= RUN_ENTRIES {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn sort_run(&mut self) {
+        let names = &self.names;
+        self.run.sort_unstable_by(|a, b| {
+            (names[a.0 as usize].as_str(), &a.1).cmp(&(names[b.0 as usize].as_str(), &b.1))
+        });
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.sort_run();
+        let mut spool = Spool::new()?;
+        for (n, id) in self.run.drain(..) {
+            spool.push(&IndexEntry::add(&self.names[n as usize], id))?;
+        }
+        self.runs.push(spool);
+        Ok(())
+    }
+
+    /// The entries in (namespace, id) order.
+    pub fn reader(mut self) -> Result<EntryReader> {
+        if self.runs.is_empty() {
+            self.sort_run();
+            let names = self.names;
+            return Ok(Box::new(
+                self.run
+                    .into_iter()
+                    .map(move |(n, id)| Ok(IndexEntry::add(&names[n as usize], id))),
+            ));
+        }
+        if !self.run.is_empty() {
+            self.spill()?;
+        }
+        // a k-way merge of the sorted runs (each id is in one run)
+        let set = ChainSet::from_spools(self.runs)?;
+        let mut set = Some(set);
+        Ok(Box::new(std::iter::from_fn(move || {
+            let s = set.as_mut()?;
+            match s.next_present() {
+                Ok(Some((ns, id))) => Some(Ok(IndexEntry::add(&ns, id))),
+                Ok(None) => {
+                    set = None;
+                    None
+                }
+                Err(e) => {
+                    set = None;
+                    Some(Err(e))
+                }
+            }
+        })))
+    }
+}
+
+/// A tree a delta record rebuilt (a tree index entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRef {
+    pub ns: String,
+    /// The delta's base: the tree of the commit's first parent.
+    pub base: ObjectId,
+    pub tree: ObjectId,
+}
+
+/// What one backup's index says about the chain's objects.
+pub struct MemberIndex {
+    /// Object additions and deletions, in (namespace, id) order.
+    pub spool: Spool,
+    /// Trees its delta records rebuilt, in stream order.
+    pub trees: Vec<TreeRef>,
+    /// Namespaces it reset.
+    pub resets: Vec<String>,
+}
+
+/// Copy the index section of backup `m` into a spool, checking every record
+/// and the order of the entries (resets, then additions and deletions in
+/// (namespace, id) order, then trees).
+pub fn fetch(target: &Target, m: &Manifest, keys: &Keyring) -> Result<MemberIndex> {
     let cipher = match &m.encryption {
         Some(info) => Some(keys.master(info, &m.id)?.frames(info, &m.id)),
         None => None,
     };
     let inp = target.open_read(&stream_name(&m.id), m.index.offset)?;
     let mut r = StreamReader::resume(inp, &m.id, m.index, cipher);
-    let mut spool = Spool::new()?;
+    let mut out = MemberIndex {
+        spool: Spool::new()?,
+        trees: Vec::new(),
+        resets: Vec::new(),
+    };
     let mut last: Option<(String, ObjectId)> = None;
+    let mut phase = 0u8;
     while let Some(rec) = r.next_record()? {
         match rec {
             Record::Index(entries) => {
                 for e in entries {
-                    let key = (e.ns.clone(), e.id);
-                    if last.as_ref().is_some_and(|l| *l >= key) {
+                    let p = match e.op {
+                        IndexOp::Reset => 0,
+                        IndexOp::Add | IndexOp::Delete => 1,
+                        IndexOp::Tree => 2,
+                    };
+                    if p != 1 && m.format < 2 {
                         return Err(Error::damaged(
                             &m.id,
-                            "its index is not in (namespace, id) order",
+                            "its index holds format-2 entries in a format-1 backup",
                         ));
                     }
-                    last = Some(key);
-                    spool.push(&e)?;
+                    if p < phase {
+                        return Err(Error::damaged(
+                            &m.id,
+                            "its index entries are not in section order",
+                        ));
+                    }
+                    phase = p;
+                    match e.op {
+                        IndexOp::Reset => {
+                            if out.resets.last().is_some_and(|l| *l >= e.ns) {
+                                return Err(Error::damaged(
+                                    &m.id,
+                                    "its index resets are not in namespace order",
+                                ));
+                            }
+                            out.resets.push(e.ns);
+                        }
+                        IndexOp::Add | IndexOp::Delete => {
+                            let key = (e.ns.clone(), e.id);
+                            if last.as_ref().is_some_and(|l| *l >= key) {
+                                return Err(Error::damaged(
+                                    &m.id,
+                                    "its index is not in (namespace, id) order",
+                                ));
+                            }
+                            last = Some(key);
+                            out.spool.push(&e)?;
+                        }
+                        IndexOp::Tree => out.trees.push(TreeRef {
+                            ns: e.ns,
+                            base: e.base,
+                            tree: e.id,
+                        }),
+                    }
                 }
             }
             Record::Trailer(t) => {
@@ -125,24 +280,120 @@ pub fn fetch(target: &Target, m: &Manifest, keys: &Keyring) -> Result<Spool> {
         }
     }
     r.finish()?;
-    Ok(spool)
+    Ok(out)
+}
+
+/// (namespace, id, member rank, reader, op): the merge's order.
+type HeapEntry = (String, ObjectId, usize, usize, IndexOp);
+
+/// Index entries, one at a time.
+pub type EntryReader = Box<dyn Iterator<Item = Result<IndexEntry>>>;
+
+/// How [`ChainSet::build`] went.
+#[derive(Debug, Clone, Default)]
+pub struct Expansion {
+    /// Tree entries expanded from the store, and the nodes they named.
+    pub trees: u64,
+    pub nodes: u64,
+    /// Namespaces whose chain entries could not be expanded (they need a reset),
+    /// with why.
+    pub resets: Vec<(String, String)>,
 }
 
 /// The objects a chain holds, in (namespace, id) order: a k-way merge of the
-/// members' indexes (oldest first in `spools`), newest entry per id winning.
+/// members' indexes (oldest first), newest entry per id winning, entries
+/// older than their namespace's latest reset left out. A tree entry stands
+/// for the nodes of its tree that its base lacks: the store being backed up
+/// names them (its nodes are immutable), reading only internal nodes.
 pub struct ChainSet {
-    readers: Vec<SpoolReader>,
-    heap: BinaryHeap<Reverse<(String, ObjectId, usize, IndexOp)>>,
+    readers: Vec<(usize, EntryReader)>,
+    heap: BinaryHeap<Reverse<HeapEntry>>,
+    reset_at: HashMap<String, usize>,
 }
 
 impl ChainSet {
-    pub fn new(spools: Vec<Spool>) -> Result<ChainSet> {
-        let mut set = ChainSet {
-            readers: Vec::new(),
-            heap: BinaryHeap::new(),
-        };
+    /// The set of `members`' objects, tree entries expanded through `snap`;
+    /// `plaintext` is the namespaces the store has now that are not
+    /// encrypted. A tree the store can no longer expand (its namespace is
+    /// gone or encrypted, or a node is missing) resets its namespace: the
+    /// chain then holds nothing of it, and the backup sends it whole.
+    pub fn build(
+        members: Vec<MemberIndex>,
+        snap: &Snapshot,
+        plaintext: &BTreeSet<String>,
+    ) -> Result<(ChainSet, Expansion)> {
+        let mut set = ChainSet::empty();
+        let mut exp = Expansion::default();
+        for (i, m) in members.iter().enumerate() {
+            for ns in &m.resets {
+                set.reset_at.insert(ns.clone(), i);
+            }
+        }
+        let now = members.len();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut expansions = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            for t in &m.trees {
+                if set.reset_at.get(&t.ns).is_some_and(|r| *r > i) || failed.contains_key(&t.ns) {
+                    continue;
+                }
+                if !plaintext.contains(&t.ns) {
+                    failed.insert(
+                        t.ns.clone(),
+                        "the namespace is gone or now encrypted".into(),
+                    );
+                    continue;
+                }
+                let objs = ObjectSet::new(snap.db(), &t.ns);
+                match tree::divergence(&objs, &t.base, &t.tree) {
+                    Ok(d) => {
+                        let mut ids = d.only_b;
+                        ids.sort();
+                        ids.dedup();
+                        exp.trees += 1;
+                        exp.nodes += ids.len() as u64;
+                        let mut spool = Spool::new()?;
+                        for id in ids {
+                            spool.push(&IndexEntry::add(&t.ns, id))?;
+                        }
+                        expansions.push((i, spool));
+                    }
+                    Err(
+                        e @ (qg_store::Error::MissingObject { .. }
+                        | qg_store::Error::CorruptObject { .. }),
+                    ) => {
+                        failed.insert(
+                            t.ns.clone(),
+                            format!("tree {} of a delta cannot be expanded: {e}", t.tree),
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for (ns, why) in failed {
+            set.reset_at.insert(ns.clone(), now);
+            exp.resets.push((ns, why));
+        }
+        let mut readers: Vec<(usize, EntryReader)> = Vec::new();
+        for (i, m) in members.into_iter().enumerate() {
+            readers.push((i, Box::new(m.spool.reader()?)));
+        }
+        for (i, s) in expansions {
+            readers.push((i, Box::new(s.reader()?)));
+        }
+        for (rank, r) in readers {
+            set.readers.push((rank, r));
+            set.refill(set.readers.len() - 1)?;
+        }
+        Ok((set, exp))
+    }
+
+    /// The set of plain index spools (oldest first), without trees or resets.
+    pub fn from_spools(spools: Vec<Spool>) -> Result<ChainSet> {
+        let mut set = ChainSet::empty();
         for (i, s) in spools.into_iter().enumerate() {
-            set.readers.push(s.reader()?);
+            set.readers.push((i, Box::new(s.reader()?)));
             set.refill(i)?;
         }
         Ok(set)
@@ -153,12 +404,19 @@ impl ChainSet {
         ChainSet {
             readers: Vec::new(),
             heap: BinaryHeap::new(),
+            reset_at: HashMap::new(),
         }
     }
 
-    fn refill(&mut self, i: usize) -> Result<()> {
-        if let Some(e) = self.readers[i].next().transpose()? {
-            self.heap.push(Reverse((e.ns, e.id, i, e.op)));
+    /// Whether the chain holds nothing of `ns` from before this backup.
+    pub fn is_reset(&self, ns: &str, now: usize) -> bool {
+        self.reset_at.get(ns) == Some(&now)
+    }
+
+    fn refill(&mut self, r: usize) -> Result<()> {
+        let (rank, reader) = &mut self.readers[r];
+        if let Some(e) = reader.next().transpose()? {
+            self.heap.push(Reverse((e.ns, e.id, *rank, r, e.op)));
         }
         Ok(())
     }
@@ -166,24 +424,26 @@ impl ChainSet {
     /// The next object present in the chain.
     pub fn next_present(&mut self) -> Result<Option<(String, ObjectId)>> {
         loop {
-            let Some(Reverse((ns, id, i, op))) = self.heap.pop() else {
+            let Some(Reverse((ns, id, rank, r, op))) = self.heap.pop() else {
                 return Ok(None);
             };
-            self.refill(i)?;
-            // entries for the same id from newer members come next (higher i)
-            let (mut newest, mut newest_op) = (i, op);
-            while let Some(Reverse((n2, id2, _, _))) = self.heap.peek() {
+            self.refill(r)?;
+            // entries for the same id from other members and expansions come next
+            let mut newest = (rank, r, op);
+            while let Some(Reverse((n2, id2, _, _, _))) = self.heap.peek() {
                 if *n2 != ns || *id2 != id {
                     break;
                 }
-                let Reverse((_, _, j, op2)) = self.heap.pop().expect("peeked");
-                self.refill(j)?;
-                if j >= newest {
-                    newest = j;
-                    newest_op = op2;
+                let Reverse((_, _, rank2, r2, op2)) = self.heap.pop().expect("peeked");
+                self.refill(r2)?;
+                if (rank2, r2) >= (newest.0, newest.1) {
+                    newest = (rank2, r2, op2);
                 }
             }
-            if newest_op == IndexOp::Add {
+            if self.reset_at.get(&ns).is_some_and(|at| newest.0 < *at) {
+                continue;
+            }
+            if newest.2 == IndexOp::Add {
                 return Ok(Some((ns, id)));
             }
         }
@@ -199,12 +459,64 @@ mod tests {
         for (op, ns, id) in entries {
             s.push(&IndexEntry {
                 op: *op,
-                ns: ns.to_string(),
-                id: ObjectId([*id; 32]),
+                ..IndexEntry::add(ns, ObjectId([*id; 32]))
             })
             .unwrap();
         }
         s
+    }
+
+    #[test]
+    fn a_reset_voids_older_entries_of_its_namespace_only() {
+        use IndexOp::*;
+        let full = spool(&[(Add, "a", 1), (Add, "a", 2), (Add, "b", 1)]);
+        let inc1 = spool(&[(Add, "a", 3), (Add, "b", 2)]);
+        let inc2 = spool(&[(Add, "a", 2)]);
+        let mut set = ChainSet::from_spools(vec![full, inc1, inc2]).unwrap();
+        // `a` was reset by the third member: only its own entries count
+        set.reset_at.insert("a".into(), 2);
+        let mut got = Vec::new();
+        while let Some((ns, id)) = set.next_present().unwrap() {
+            got.push((ns, id.0[0]));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), 2),
+                ("b".to_string(), 1),
+                ("b".to_string(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn sorted_spool_sorts_across_spilled_runs() {
+        let mut x: u64 = 7;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [10usize, RUN_ENTRIES * 2 + 17] {
+            let mut s = SortedSpool::new();
+            let mut want = Vec::new();
+            for i in 0..n {
+                let ns = if i % 3 == 0 { "b" } else { "a" };
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&rnd().to_le_bytes());
+                id[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+                s.push(ns, ObjectId(id)).unwrap();
+                want.push((ns.to_string(), ObjectId(id)));
+            }
+            want.sort();
+            let got: Vec<(String, ObjectId)> = s
+                .reader()
+                .unwrap()
+                .map(|e| e.map(|e| (e.ns, e.id)).unwrap())
+                .collect();
+            assert!(got == want, "{n} entries");
+        }
     }
 
     #[test]
@@ -213,7 +525,7 @@ mod tests {
         let full = spool(&[(Add, "a", 1), (Add, "a", 2), (Add, "b", 1)]);
         let inc1 = spool(&[(Delete, "a", 2), (Add, "a", 3)]);
         let inc2 = spool(&[(Add, "a", 2), (Delete, "b", 1)]);
-        let mut set = ChainSet::new(vec![full, inc1, inc2]).unwrap();
+        let mut set = ChainSet::from_spools(vec![full, inc1, inc2]).unwrap();
         let mut got = Vec::new();
         while let Some((ns, id)) = set.next_present().unwrap() {
             got.push((ns, id.0[0]));

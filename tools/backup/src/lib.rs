@@ -11,7 +11,9 @@
 //! - [`full`]: every object, ref, reflog and audit entry at one point in time.
 //! - [`incremental`]: only objects not in the chain it builds on (content
 //!   addressing makes that exact), plus refs, namespace records, reflog and
-//!   audit entries since then.
+//!   audit entries since then; a new commit of a plaintext namespace goes as
+//!   the quads it added and removed ([`delta`]) when that is smaller than the
+//!   tree nodes the change rewrote.
 //! - [`restore`]: rebuild a store from a chain, verified object by object and
 //!   checked like `qg fsck` before it is moved into place.
 //! - [`verify`], [`list`], [`prune`]: check, show and thin out a target.
@@ -37,6 +39,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod check;
+pub mod delta;
 pub mod error;
 pub mod format;
 pub mod full;

@@ -25,6 +25,9 @@ pub struct ListEntry {
     pub bytes: u64,
     pub objects: u64,
     pub deleted: u64,
+    /// Commit deltas (format 2), and the tree nodes they stand for.
+    pub deltas: u64,
+    pub delta_nodes: u64,
     pub encrypted: bool,
     /// Whether its whole chain is in the catalog.
     pub restorable: bool,
@@ -65,6 +68,8 @@ pub fn list(opts: &ListOptions) -> Result<ListResult> {
                 bytes: m.bytes.unwrap_or(0),
                 objects: m.counts.objects,
                 deleted: m.counts.deleted,
+                deltas: m.counts.deltas,
+                delta_nodes: m.counts.delta_nodes,
                 encrypted: m.is_encrypted(),
                 restorable: chain.is_ok(),
                 problem: chain.err().map(|e| e.to_string()),

@@ -20,13 +20,13 @@ use qg_store::progress::Progress;
 use qg_store::snapshot::{NamespaceRow, RestoreWriter, Snapshot};
 use qg_store::{clock, ObjectId, Store};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::catalog::{authenticate, stream_name, Catalog};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::format::{
-    BackupKind, Header, HookFile, IndexOp, Manifest, Record, RecordType, StreamReader,
+    BackupKind, Header, HookFile, IndexDigest, IndexEntry, Manifest, Record, RecordType,
+    StreamReader,
 };
 use crate::keys::{KeyOptions, Keyring};
 use crate::target::{S3Options, Target};
@@ -71,6 +71,10 @@ pub struct RestoreCheck {
     pub decrypted_namespaces: Vec<String>,
     /// Audit entries whose chain was re-verified.
     pub audit_entries: u64,
+    /// Commit trees rebuilt from delta records, each ending at its commit's
+    /// tree id, and the tree nodes they wrote (included in `objects_verified`).
+    pub trees_rebuilt: u64,
+    pub nodes_rebuilt: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -426,6 +430,9 @@ struct Applier {
     deleted: u64,
     refs: u64,
     bytes: u64,
+    /// Delta records applied, and the tree nodes they rebuilt.
+    trees_rebuilt: u64,
+    nodes_rebuilt: u64,
 }
 
 #[derive(Default)]
@@ -442,9 +449,11 @@ struct StreamState {
     hooks: u64,
     rows: u64,
     namespaces: u64,
-    /// Hash of the (op, ns, id) sequence of object and deletion records, and of the index.
-    records_hash: Sha256,
-    index_hash: Sha256,
+    deltas: u64,
+    resets: u64,
+    /// Hash of the index entries of the object, deletion, delta and reset records, and of the index.
+    records_hash: IndexDigest,
+    index_hash: IndexDigest,
 }
 
 impl Applier {
@@ -464,6 +473,8 @@ impl Applier {
             deleted: 0,
             refs: 0,
             bytes: 0,
+            trees_rebuilt: 0,
+            nodes_rebuilt: 0,
         }
     }
 
@@ -664,7 +675,7 @@ impl Applier {
             }
             Record::Object { ns, id, kind, data } => {
                 st.objects += 1;
-                hash_entry(&mut st.records_hash, IndexOp::Add, &ns, &id);
+                st.records_hash.add(&IndexEntry::add(&ns, id));
                 progress.inc(1);
                 if !self.wants(&ns) {
                     return Ok(());
@@ -685,7 +696,7 @@ impl Applier {
             }
             Record::Delete { ns, id } => {
                 st.deleted += 1;
-                hash_entry(&mut st.records_hash, IndexOp::Delete, &ns, &id);
+                st.records_hash.add(&IndexEntry::delete(&ns, id));
                 if self.wants(&ns) {
                     self.w().delete_object(&ns, &id)?;
                     if let Some(m) = self.nodes.get_mut(&ns) {
@@ -694,9 +705,50 @@ impl Applier {
                     self.deleted += 1;
                 }
             }
+            Record::Reset(ns) => {
+                st.resets += 1;
+                st.records_hash.add(&IndexEntry::reset(&ns));
+                if self.wants(&ns) {
+                    // the chain no longer vouches for what it held of `ns`
+                    self.deleted += self.w().delete_objects(&ns)?;
+                    self.nodes.remove(&ns);
+                }
+            }
+            Record::Delta(d) => {
+                st.deltas += 1;
+                st.records_hash
+                    .add(&IndexEntry::tree(&d.ns, d.tree, d.base));
+                if !self.wants(&d.ns) {
+                    return Ok(());
+                }
+                match self.namespaces.get(&d.ns) {
+                    Some(false) => {}
+                    Some(true) => {
+                        return Err(Error::damaged(
+                            backup,
+                            format!("{} is for an encrypted namespace", d.what()),
+                        ))
+                    }
+                    None => {
+                        return Err(Error::damaged(
+                            backup,
+                            format!("{}: the backup does not have that namespace", d.what()),
+                        ))
+                    }
+                }
+                let rebuilt = crate::delta::rebuild(self.w(), &d, backup)?;
+                self.trees_rebuilt += 1;
+                self.nodes_rebuilt += rebuilt.nodes.len() as u64;
+                self.verified += rebuilt.nodes.len() as u64;
+                self.objects += rebuilt.nodes.len() as u64;
+                self.nodes
+                    .entry(d.ns.clone())
+                    .or_default()
+                    .extend(rebuilt.nodes);
+            }
             Record::Index(entries) => {
                 for e in entries {
-                    hash_entry(&mut st.index_hash, e.op, &e.ns, &e.id);
+                    st.index_hash.add(&e);
                 }
             }
             Record::Trailer(m) => {
@@ -711,18 +763,20 @@ impl Applier {
                         st.rows,
                         st.objects,
                         st.deleted,
+                        st.deltas,
+                        st.resets,
                     ],
                     backup,
                 )?;
-                let a = std::mem::take(&mut st.records_hash).finalize();
-                let b = std::mem::take(&mut st.index_hash).finalize();
+                let (a, b) = (st.records_hash, st.index_hash);
                 if a != b {
                     return Err(Error::damaged(
                         backup,
-                        "its index does not list exactly its objects and deletions",
+                        "its index does not list exactly its object, deletion, delta and reset records",
                     ));
                 }
                 self.refs = st.kept_refs;
+                self.w().reserve_reflog_seq(m.reflog_seq)?;
             }
         }
         Ok(())
@@ -810,6 +864,8 @@ impl Applier {
         check.objects_verified = self.verified + walk.decrypted;
         check.commits = walk.commits;
         check.tree_nodes = walk.nodes;
+        check.trees_rebuilt = self.trees_rebuilt;
+        check.nodes_rebuilt = self.nodes_rebuilt;
         check.refs = walk.refs;
         if !problems.is_empty() {
             return Err(Error::CheckFailed(format!(
@@ -855,13 +911,6 @@ impl Applier {
             warnings: Vec::new(),
         })
     }
-}
-
-fn hash_entry(h: &mut Sha256, op: IndexOp, ns: &str, id: &ObjectId) {
-    h.update([op as u8]);
-    h.update((ns.len() as u16).to_le_bytes());
-    h.update(ns.as_bytes());
-    h.update(id.0);
 }
 
 /// Check an object before it is written: plaintext objects are decoded and

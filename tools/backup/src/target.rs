@@ -355,7 +355,7 @@ impl S3Target {
 }
 
 /// A file being written to a target.
-pub trait Upload: Write {
+pub trait Upload: Write + Send {
     /// Make the file visible (flushed and durable where the target allows).
     fn finish(self: Box<Self>) -> Result<()>;
     /// Give up: nothing becomes visible.

@@ -10,11 +10,12 @@ use qg_store::audit::{Event, Outcome};
 use qg_store::progress::Progress;
 use qg_store::Store;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::catalog::{authenticate, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
 use crate::error::{Error, Result};
-use crate::format::{BackupKind, Header, IndexOp, Manifest, Record, StreamEnd, StreamReader};
+use crate::format::{
+    BackupKind, Header, IndexDigest, IndexEntry, Manifest, Record, StreamEnd, StreamReader,
+};
 use crate::keys::{KeyOptions, Keyring};
 use crate::restore::verify_object;
 use crate::target::{S3Options, Target};
@@ -97,10 +98,10 @@ pub(crate) fn check_stream<R: Read>(
         reader.set_cipher(Some(master.frames(info, &id)));
     }
     let mut encrypted: BTreeMap<String, bool> = BTreeMap::new();
-    let mut rows = 0u64;
+    let (mut rows, mut deltas, mut resets) = (0u64, 0u64, 0u64);
     let (mut objects, mut deleted, mut refs, mut reflog, mut audit, mut hooks, mut namespaces) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut records_hash, mut index_hash) = (Sha256::new(), Sha256::new());
+    let (mut records_hash, mut index_hash) = (IndexDigest::default(), IndexDigest::default());
     let mut audit_prev: Option<(i64, [u8; 32])> = None;
     while let Some(rec) = reader.next_record()? {
         match rec {
@@ -116,7 +117,7 @@ pub(crate) fn check_stream<R: Read>(
             } => {
                 objects += 1;
                 progress.inc(1);
-                hash(&mut records_hash, IndexOp::Add, &ns, &oid);
+                records_hash.add(&IndexEntry::add(&ns, oid));
                 let enc = *encrypted.get(&ns).ok_or_else(|| {
                     Error::damaged(&id, format!("object {oid} belongs to namespace `{ns}`, which the backup does not have"))
                 })?;
@@ -124,11 +125,32 @@ pub(crate) fn check_stream<R: Read>(
             }
             Record::Delete { ns, id: oid } => {
                 deleted += 1;
-                hash(&mut records_hash, IndexOp::Delete, &ns, &oid);
+                records_hash.add(&IndexEntry::delete(&ns, oid));
+            }
+            Record::Reset(ns) => {
+                resets += 1;
+                records_hash.add(&IndexEntry::reset(&ns));
+            }
+            Record::Delta(d) => {
+                deltas += 1;
+                records_hash.add(&IndexEntry::tree(&d.ns, d.tree, d.base));
+                if encrypted.get(&d.ns) != Some(&false) {
+                    return Err(Error::damaged(
+                        &id,
+                        format!(
+                            "{} is not for a plaintext namespace of the backup",
+                            d.what()
+                        ),
+                    ));
+                }
+                // every change decodes, in order, inside its base, matching its digest
+                d.check()
+                    .map_err(|e| Error::damaged(&id, format!("{}: {e}", d.what())))?;
+                progress.inc(1);
             }
             Record::Index(entries) => {
                 for e in entries {
-                    hash(&mut index_hash, e.op, &e.ns, &e.id);
+                    index_hash.add(&e);
                 }
             }
             Record::Ref(_) => refs += 1,
@@ -151,7 +173,8 @@ pub(crate) fn check_stream<R: Read>(
                 let c = &m.counts;
                 c.check_seen(
                     [
-                        namespaces, refs, reflog, audit, hooks, rows, objects, deleted,
+                        namespaces, refs, reflog, audit, hooks, rows, objects, deleted, deltas,
+                        resets,
                     ],
                     &id,
                 )?;
@@ -165,21 +188,14 @@ pub(crate) fn check_stream<R: Read>(
             Record::Meta(..) | Record::KeyUsage(_) | Record::Rekey(_) => {}
         }
     }
-    if records_hash.finalize() != index_hash.finalize() {
+    if records_hash != index_hash {
         return Err(Error::damaged(
             &id,
-            "its index does not list exactly its objects and deletions",
+            "its index does not list exactly its object, deletion, delta and reset records",
         ));
     }
     let (end, rest) = reader.finish()?;
     Ok((StreamCheck { end, objects }, rest))
-}
-
-fn hash(h: &mut Sha256, op: IndexOp, ns: &str, id: &qg_store::ObjectId) {
-    h.update([op as u8]);
-    h.update((ns.len() as u16).to_le_bytes());
-    h.update(ns.as_bytes());
-    h.update(id.0);
 }
 
 pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {

@@ -233,6 +233,18 @@ fn backup_summary(r: &BackupResult) -> String {
     if c.deleted > 0 {
         s.push_str(&format!(", {} deletions", c.deleted));
     }
+    if c.deltas > 0 {
+        s.push_str(&format!(
+            ", {} commit delta{} (instead of {} tree nodes, {})",
+            c.deltas,
+            if c.deltas == 1 { "" } else { "s" },
+            c.delta_nodes,
+            human_bytes(c.delta_node_bytes)
+        ));
+    }
+    if c.resets > 0 {
+        s.push_str(&format!(", {} namespace(s) reset", c.resets));
+    }
     if let Some(p) = &r.parent {
         s.push_str(&format!(", based on {p}"));
     }
@@ -482,6 +494,9 @@ fn no_ns(ns: &Option<String>) -> Result<(), Error> {
 }
 
 fn print_backup(r: &BackupResult, json: bool, stdout_busy: bool) -> Result<(), Error> {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if json {
         emit_json(r, stdout_busy)
     } else {
