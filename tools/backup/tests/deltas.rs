@@ -12,8 +12,6 @@ use common::*;
 use qg_backup::backup::BackupResult;
 use qg_backup::delta::{Delta, Encoder};
 use qg_backup::format::{Record, RecordType, StreamReader, StreamWriter};
-use qg_backup::full::{full, FullOptions};
-use qg_backup::incremental::{incremental, IncrementalOptions};
 use qg_backup::keys::KeyOptions;
 use qg_backup::restore::{restore_with_keys, RestoreOptions};
 use qg_backup::verify::{verify, VerifyOptions};
@@ -28,33 +26,6 @@ fn key_opts(fx: &Fx) -> KeyOptions {
         key_file: Some(file),
         ..Default::default()
     }
-}
-
-fn full_to(fx: &Fx, to: &str, keys: Option<&KeyOptions>) -> BackupResult {
-    full(
-        &FullOptions {
-            data: fx.data.clone(),
-            to: to.into(),
-            encrypt: keys.is_some(),
-            keys: keys.cloned().unwrap_or_default(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap()
-}
-
-fn inc_to(fx: &Fx, to: &str, keys: Option<&KeyOptions>) -> BackupResult {
-    incremental(
-        &IncrementalOptions {
-            data: fx.data.clone(),
-            to: to.into(),
-            keys: keys.cloned().unwrap_or_default(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap()
 }
 
 fn restore_opts(from: &str, id: &str, to: &Path, keys: Option<&KeyOptions>) -> RestoreOptions {

@@ -17,33 +17,6 @@ use qg_backup::verify::{verify, VerifyOptions};
 use qg_store::progress::NoProgress;
 use qg_store::Store;
 
-fn full_to(fx: &Fx, to: &str, keys: Option<&KeyOptions>) -> qg_backup::backup::BackupResult {
-    full(
-        &FullOptions {
-            data: fx.data.clone(),
-            to: to.into(),
-            encrypt: keys.is_some(),
-            keys: keys.cloned().unwrap_or_default(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap()
-}
-
-fn inc_to(fx: &Fx, to: &str, keys: Option<&KeyOptions>) -> qg_backup::backup::BackupResult {
-    incremental(
-        &IncrementalOptions {
-            data: fx.data.clone(),
-            to: to.into(),
-            keys: keys.cloned().unwrap_or_default(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap()
-}
-
 fn restore_id(
     from: &str,
     id: &str,

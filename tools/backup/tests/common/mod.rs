@@ -287,3 +287,40 @@ pub fn streams(dir: &Path) -> Vec<PathBuf> {
         .map(|f| dir.join(f))
         .collect()
 }
+
+/// A full backup of `fx` to `to` through the library (`keys`: encrypted).
+pub fn full_to(
+    fx: &Fx,
+    to: &str,
+    keys: Option<&qg_backup::keys::KeyOptions>,
+) -> qg_backup::backup::BackupResult {
+    qg_backup::full::full(
+        &qg_backup::full::FullOptions {
+            data: fx.data.clone(),
+            to: to.into(),
+            encrypt: keys.is_some(),
+            keys: keys.cloned().unwrap_or_default(),
+            ..Default::default()
+        },
+        &qg_store::progress::NoProgress,
+    )
+    .unwrap()
+}
+
+/// An incremental backup of `fx` to `to` through the library.
+pub fn inc_to(
+    fx: &Fx,
+    to: &str,
+    keys: Option<&qg_backup::keys::KeyOptions>,
+) -> qg_backup::backup::BackupResult {
+    qg_backup::incremental::incremental(
+        &qg_backup::incremental::IncrementalOptions {
+            data: fx.data.clone(),
+            to: to.into(),
+            keys: keys.cloned().unwrap_or_default(),
+            ..Default::default()
+        },
+        &qg_store::progress::NoProgress,
+    )
+    .unwrap()
+}
