@@ -85,19 +85,23 @@ impl Iterator for SpoolReader {
     }
 }
 
-/// Entries sorted in memory per run before they spill to a temporary file
-/// (about 40 bytes each).
-const RUN_ENTRIES: usize = 262_144;
+/// Memory for a full backup's index before sorted runs spill to temporary
+/// files (keys of about 40 bytes).
+const SORT_MEMORY: usize = 16 << 20;
 
 /// Object additions pushed in any order (a full backup reads objects in
-/// storage order), read back in (namespace, id) order: sorted runs of at most
-/// [`RUN_ENTRIES`] in memory, spilled to temporary files, merged on reading.
-#[derive(Default)]
+/// storage order), read back in (namespace, id) order through the store's
+/// external sort. Keys are `ns NUL id`: namespace names hold no NUL, so byte
+/// order is (namespace, id) order.
 pub struct SortedSpool {
-    names: Vec<String>,
-    run: Vec<(u32, ObjectId)>,
-    runs: Vec<Spool>,
+    sorter: qg_store::sort::Sorter,
     pub entries: u64,
+}
+
+impl Default for SortedSpool {
+    fn default() -> SortedSpool {
+        SortedSpool::with_memory(SORT_MEMORY)
+    }
 }
 
 impl SortedSpool {
@@ -105,69 +109,38 @@ impl SortedSpool {
         SortedSpool::default()
     }
 
+    fn with_memory(bytes: usize) -> SortedSpool {
+        SortedSpool {
+            sorter: qg_store::sort::Sorter::new(bytes),
+            entries: 0,
+        }
+    }
+
     /// Object `id` of namespace `ns` is added.
     pub fn push(&mut self, ns: &str, id: ObjectId) -> Result<()> {
-        let n = match self.names.iter().position(|x| x == ns) {
-            Some(n) => n,
-            None => {
-                self.names.push(ns.to_string());
-                self.names.len() - 1
-            }
-        };
-        self.run.push((n as u32, id));
+        let mut key = Vec::with_capacity(ns.len() + 33);
+        key.extend_from_slice(ns.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&id.0);
         self.entries += 1;
-        if self.run.len() >= RUN_ENTRIES {
-            self.spill()?;
-        }
-        Ok(())
-    }
-
-    fn sort_run(&mut self) {
-        let names = &self.names;
-        self.run.sort_unstable_by(|a, b| {
-            (names[a.0 as usize].as_str(), &a.1).cmp(&(names[b.0 as usize].as_str(), &b.1))
-        });
-    }
-
-    fn spill(&mut self) -> Result<()> {
-        self.sort_run();
-        let mut spool = Spool::new()?;
-        for (n, id) in self.run.drain(..) {
-            spool.push(&IndexEntry::add(&self.names[n as usize], id))?;
-        }
-        self.runs.push(spool);
-        Ok(())
+        Ok(self.sorter.push(key)?)
     }
 
     /// The entries in (namespace, id) order.
-    pub fn reader(mut self) -> Result<EntryReader> {
-        if self.runs.is_empty() {
-            self.sort_run();
-            let names = self.names;
-            return Ok(Box::new(
-                self.run
-                    .into_iter()
-                    .map(move |(n, id)| Ok(IndexEntry::add(&names[n as usize], id))),
-            ));
-        }
-        if !self.run.is_empty() {
-            self.spill()?;
-        }
-        // a k-way merge of the sorted runs (each id is in one run)
-        let set = ChainSet::from_spools(self.runs)?;
-        let mut set = Some(set);
-        Ok(Box::new(std::iter::from_fn(move || {
-            let s = set.as_mut()?;
-            match s.next_present() {
-                Ok(Some((ns, id))) => Some(Ok(IndexEntry::add(&ns, id))),
-                Ok(None) => {
-                    set = None;
-                    None
-                }
-                Err(e) => {
-                    set = None;
-                    Some(Err(e))
-                }
+    pub fn reader(self) -> Result<EntryReader> {
+        Ok(Box::new(self.sorter.finish()?.map(|key| {
+            let key = key?;
+            let split = key.len().saturating_sub(33);
+            match (
+                std::str::from_utf8(&key[..split]),
+                ObjectId::from_slice(&key[split + 1..]),
+            ) {
+                (Ok(ns), Some(id)) if key[split] == 0 => Ok(IndexEntry::add(ns, id)),
+                _ => Err(Error::io(
+                    "read",
+                    "a temporary index file",
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed entry"),
+                )),
             }
         })))
     }
@@ -498,8 +471,9 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for n in [10usize, RUN_ENTRIES * 2 + 17] {
-            let mut s = SortedSpool::new();
+        // 40-byte keys and 64 KiB runs: the larger case spills several runs
+        for n in [10usize, 5_000] {
+            let mut s = SortedSpool::with_memory(64 << 10);
             let mut want = Vec::new();
             for i in 0..n {
                 let ns = if i % 3 == 0 { "b" } else { "a" };
