@@ -182,38 +182,9 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_qg-backup")
 }
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.stdout))
-    }
-}
+#[path = "../../../../tests/support/run.rs"]
+mod run;
+pub use run::Run;
 
 /// `qg-backup` with a clean environment (no QG_*, no AWS_*) plus `env`.
 pub fn cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -231,12 +202,7 @@ pub fn cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let o = cmd(args, env).output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    cmd(args, env).output().unwrap().into()
 }
 
 /// Run a shell pipeline with `qg-backup` first on PATH.
@@ -259,12 +225,7 @@ pub fn sh(script: &str, env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    c.output().unwrap().into()
 }
 
 /// Files of a directory (names), sorted; empty when it does not exist.
