@@ -870,8 +870,10 @@ impl Db {
     }
 }
 
-/// One API token of `qg serve` as stored (the token itself is never stored, only its SHA-256).
-#[derive(Debug, Clone, serde::Serialize)]
+/// One API token of `qg serve` as stored (the token itself is never stored,
+/// only its SHA-256); also what the API lists.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = TokenInfo)]
 pub struct ApiTokenRow {
     /// Public id: names the token in listings, audit entries and revocation.
     pub id: String,

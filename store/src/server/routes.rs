@@ -29,6 +29,7 @@ use crate::server::metrics::NsLabels;
 use crate::server::protect;
 use crate::server::roles::{Principal, Role};
 use crate::server::tokens;
+use crate::storage::ApiTokenRow;
 use crate::store::NamespaceOptions;
 use crate::tree::Change;
 use crate::{audit, refs};
@@ -541,36 +542,11 @@ pub struct CreateTokenRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct TokenInfo {
-    pub id: String,
-    pub user: String,
-    pub role: String,
-    pub ns: Option<String>,
-    pub created: String,
-    pub expires: Option<String>,
-    pub revoked: Option<String>,
-}
-
-impl From<crate::storage::ApiTokenRow> for TokenInfo {
-    fn from(r: crate::storage::ApiTokenRow) -> Self {
-        TokenInfo {
-            id: r.id,
-            user: r.user,
-            role: r.role,
-            ns: r.ns,
-            created: r.created,
-            expires: r.expires,
-            revoked: r.revoked,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct TokenCreated {
     /// The token: shown once, never stored.
     pub token: String,
     #[serde(flatten)]
-    pub info: TokenInfo,
+    pub info: ApiTokenRow,
 }
 
 /// A non-negative whole number, also when written `5.0` (JSON Schema's `integer` allows it).
@@ -1511,7 +1487,7 @@ pub async fn create_token(
             StatusCode::CREATED,
             Json(TokenCreated {
                 token: t.token.to_string(),
-                info: t.info.into(),
+                info: t.info,
             }),
         ))
     })
@@ -1519,18 +1495,13 @@ pub async fn create_token(
 }
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, description = "Every token (never the secrets)", body = [TokenInfo])))]
+    responses((status = 200, description = "Every token (never the secrets)", body = [ApiTokenRow])))]
 pub async fn list_tokens(
     State(app): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+) -> Result<Json<Vec<ApiTokenRow>>, ApiError> {
     app.call(caller, Need::store(Role::Admin), |store, _| {
-        Ok(Json(
-            tokens::list_tokens(store)?
-                .into_iter()
-                .map(TokenInfo::from)
-                .collect(),
-        ))
+        Ok(Json(tokens::list_tokens(store)?))
     })
     .await
 }
