@@ -278,3 +278,80 @@ impl<'a> ObjectSet<'a> {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{self, Node};
+
+    fn leaf(i: usize) -> Node {
+        Node {
+            level: 0,
+            keys: (0..40)
+                .map(|k| {
+                    format!("<http://example.org/s{i:05}>\0<http://p{k:02}>\0\"v\"").into_bytes()
+                })
+                .collect(),
+            children: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn resealed_leaves_keep_their_payload_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let from = ObjectSet::new(&db, "a");
+        // enough leaves for every worker thread to get some
+        let ids: Vec<ObjectId> = (0..50).map(|i| from.put_node(leaf(i)).unwrap()).collect();
+        db.write(|_| from.flush()).unwrap();
+        let to = ObjectSet::new(&db, "b");
+        let new = to.put_resealed_leaves(&from, &ids).unwrap();
+        // the same sealer: the same ids, in the order asked
+        assert_eq!(new, ids);
+        assert_eq!(to.pending_bytes(), from_bytes(&db, "a", &ids));
+        db.write(|_| to.flush()).unwrap();
+        for (i, id) in new.iter().enumerate() {
+            assert_eq!(*to.node(id).unwrap(), leaf(i));
+        }
+    }
+
+    fn from_bytes(db: &Db, ns: &str, ids: &[ObjectId]) -> usize {
+        ids.iter()
+            .map(|id| db.get_object(ns, id).unwrap().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn an_internal_node_or_commit_is_refused_and_nothing_is_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let from = ObjectSet::new(&db, "a");
+        let keys = (0..5000u32)
+            .map(|i| format!("<http://example.org/s{i:08}>\0<http://p>\0\"v\"").into_bytes());
+        let root = tree::build(&from, keys).unwrap();
+        let commit = from.put(Kind::Commit, b"{}").unwrap();
+        db.write(|_| from.flush()).unwrap();
+        assert!(
+            from.node(&root).unwrap().level > 0,
+            "the test needs an internal node"
+        );
+        let to = ObjectSet::new(&db, "b");
+        for (id, what) in [(root, "level-"), (commit, "found a commit")] {
+            let err = to
+                .put_resealed_leaves(&from, &[id])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("expected a tree leaf") && err.contains(what),
+                "{err}"
+            );
+        }
+        assert_eq!(to.pending_bytes(), 0);
+        let missing = ObjectId::hash(1, b"not stored");
+        let err = to
+            .put_resealed_leaves(&from, &[missing])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&missing.to_hex()), "{err}");
+    }
+}
