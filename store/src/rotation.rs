@@ -359,25 +359,25 @@ pub fn rekey(
     // The WAL grows until the final checkpoint instead of copying the same
     // pages into the database after each phase.
     db.set_auto_checkpoint(false)?;
-    let done = copy_and_switch(store, ns, kind, &rec, &job, opts, progress, report);
+    let done = copy_and_switch(store, kind, &rec, opts, progress, report);
     db.set_auto_checkpoint(true)?;
     done
 }
 
-/// Steps 2 to 4 of [`rekey`].
-#[allow(clippy::too_many_arguments)]
+/// Steps 2 to 4 of [`rekey`], for the job in `rec` (the namespace and master
+/// key id are in `report`).
 fn copy_and_switch(
     store: &Store,
-    ns: &str,
     kind: RekeyKind,
     rec: &CryptoRecord,
-    job: &RekeyJob,
     opts: &RekeyOptions,
     progress: &dyn Progress,
     mut report: RekeyReport,
 ) -> Result<RekeyReport> {
     let db = store.db();
-    let kek = store.master_key()?;
+    let ns = report.ns.clone();
+    let ns = ns.as_str();
+    let job = rec.job.as_ref().expect("a started job");
     // 2. copy everything reachable under the new key, in batches
     let reader = store.objects(ns)?;
     let writer = store.objects_sealed_with(ns, rec, job.to)?;
@@ -437,7 +437,7 @@ fn copy_and_switch(
                 .ns(ns)
                 .target(ns)
                 .detail(serde_json::json!({
-                    "phase": "done", "from_version": job.from, "to_version": job.to, "kek_id": kek.id(),
+                    "phase": "done", "from_version": job.from, "to_version": job.to, "kek_id": report.kek_id,
                     "objects_rewritten": copier.written, "objects_deleted": deleted,
                 })),
         )?;
