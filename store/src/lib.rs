@@ -42,6 +42,7 @@ pub mod id;
 pub mod merge;
 pub mod object;
 pub mod objects;
+pub mod parallel;
 pub mod progress;
 pub mod rdf;
 pub mod refs;

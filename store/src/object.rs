@@ -152,6 +152,13 @@ fn decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
 /// Frame `payload` as an object of `kind`; returns its address and stored bytes.
 pub fn encode(sealer: &dyn Sealer, kind: Kind, payload: &[u8]) -> Result<(ObjectId, Vec<u8>)> {
     let id = sealer.address(kind, payload);
+    Ok((id, frame(sealer, &id, kind, payload)?))
+}
+
+/// The stored bytes of the object `id` (`sealer.address(kind, payload)`):
+/// compressed when that saves space, sealed, framed. Addresses depend on the
+/// payload only, so callers may compute the id first and frame later.
+pub fn frame(sealer: &dyn Sealer, id: &ObjectId, kind: Kind, payload: &[u8]) -> Result<Vec<u8>> {
     let mut flags = 0u8;
     let mut body = None;
     if payload.len() >= COMPRESS_MIN {
@@ -162,7 +169,7 @@ pub fn encode(sealer: &dyn Sealer, kind: Kind, payload: &[u8]) -> Result<(Object
         }
     }
     let body = body.unwrap_or_else(|| payload.to_vec());
-    Ok((id, seal_and_frame(sealer, &id, kind, flags, body)?))
+    seal_and_frame(sealer, id, kind, flags, body)
 }
 
 /// Seal `body` (as compressed or not per `flags`) for `id` and frame it.

@@ -27,17 +27,6 @@ const SHARED_NODES: usize = 2048;
 /// go in, never buffered ones that may not land.
 pub type SharedNodes = std::sync::Arc<std::sync::Mutex<HashMap<ObjectId, Arc<Node>>>>;
 
-/// Threads worth using for CPU-bound work (asking the OS reads cgroup
-/// files, so it is done once).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-    })
-}
-
 /// Access to the objects of one namespace.
 pub struct ObjectSet<'a> {
     db: &'a Db,
@@ -48,11 +37,31 @@ pub struct ObjectSet<'a> {
     pending: RefCell<Pending>,
 }
 
+/// New objects framed (compressed, sealed) together, on every core.
+const FRAME_BATCH: usize = 128;
+
 #[derive(Default)]
 struct Pending {
-    objects: HashMap<ObjectId, (Kind, Vec<u8>)>,
+    objects: HashMap<ObjectId, (Kind, Buffered)>,
     order: Vec<ObjectId>,
+    /// Objects still held as their payload, in `order`'s order.
+    unframed: Vec<ObjectId>,
     bytes: usize,
+}
+
+/// A buffered object: its payload until it is framed in a batch, then its
+/// stored bytes.
+enum Buffered {
+    Payload(Vec<u8>),
+    Framed(Vec<u8>),
+}
+
+impl Buffered {
+    fn len(&self) -> usize {
+        match self {
+            Buffered::Payload(b) | Buffered::Framed(b) => b.len(),
+        }
+    }
 }
 
 impl<'a> ObjectSet<'a> {
@@ -93,17 +102,14 @@ impl<'a> ObjectSet<'a> {
 
     /// Raw payload and kind of an object, verified against its id.
     pub fn get(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>)> {
-        if let Some((_, bytes)) = self.pending.borrow().objects.get(id) {
-            return object::decode(&*self.sealer, &self.ns, id, bytes);
+        match self.pending.borrow().objects.get(id) {
+            Some((kind, Buffered::Payload(p))) => return Ok((*kind, p.clone())),
+            Some((_, Buffered::Framed(bytes))) => {
+                return object::decode(&*self.sealer, &self.ns, id, bytes)
+            }
+            None => {}
         }
-        let bytes = self
-            .db
-            .get_object(&self.ns, id)?
-            .ok_or_else(|| Error::MissingObject {
-                ns: self.ns.clone(),
-                id: *id,
-            })?;
-        object::decode(&*self.sealer, &self.ns, id, &bytes)
+        object::decode(&*self.sealer, &self.ns, id, &self.stored(id)?)
     }
 
     /// Also keep decoded nodes in `shared`, beyond this operation.
@@ -123,41 +129,142 @@ impl<'a> ObjectSet<'a> {
             }
         }
         let from_db = !self.pending.borrow().objects.contains_key(id);
-        let (kind, payload) = self.get(id)?;
-        if kind != Kind::Node {
-            return Err(Error::CorruptObject {
-                ns: self.ns.clone(),
-                id: *id,
-                reason: format!("expected a tree node, found a {}", kind.name()),
-            });
-        }
-        let node = Arc::new(
-            Node::decode(&payload).map_err(|reason| Error::CorruptObject {
-                ns: self.ns.clone(),
-                id: *id,
-                reason,
-            })?,
-        );
-        if let (true, Some(shared)) = (from_db, &self.shared) {
-            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            if s.len() >= SHARED_NODES {
-                s.clear();
-            }
-            s.insert(*id, node.clone());
-        }
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_NODES {
-            cache.clear();
-        }
-        cache.insert(*id, node.clone());
+        let node = match self.pending.borrow().objects.get(id) {
+            Some((kind, Buffered::Payload(p))) => parse_node(&self.ns, id, *kind, p)?,
+            Some((_, Buffered::Framed(bytes))) => self.decode_node(id, bytes)?,
+            None => self.decode_node(id, &self.stored(id)?)?,
+        };
+        self.remember(std::iter::once((*id, node.clone())), from_db);
         Ok(node)
     }
 
-    /// Encode and buffer an object; returns its id.
+    /// Read the tree nodes `ids` into the cache, decoding them on every core:
+    /// for a caller about to visit many nodes it knows in advance. Nodes
+    /// already cached or buffered are skipped; a missing or damaged one is the
+    /// error [`ObjectSet::node`] would give.
+    pub fn prefetch_nodes(&self, ids: &[ObjectId]) -> Result<()> {
+        let mut wanted: Vec<ObjectId> = Vec::with_capacity(ids.len());
+        {
+            let cache = self.cache.borrow();
+            let pending = self.pending.borrow();
+            let shared = self
+                .shared
+                .as_ref()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+            for id in ids {
+                if !cache.contains_key(id)
+                    && !pending.objects.contains_key(id)
+                    && !shared.as_ref().is_some_and(|s| s.contains_key(id))
+                    && !wanted.contains(id)
+                {
+                    wanted.push(*id);
+                }
+            }
+        }
+        if wanted.len() < 2 {
+            return Ok(()); // nothing to spread: `node` reads it when asked
+        }
+        let stored = wanted
+            .iter()
+            .map(|id| Ok((*id, self.stored(id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (sealer, ns) = (&*self.sealer, self.ns.as_str());
+        let decoded =
+            crate::parallel::map(&stored, |(id, bytes)| decode_node(sealer, ns, id, bytes));
+        let mut nodes = Vec::with_capacity(decoded.len());
+        for ((id, _), node) in stored.iter().zip(decoded) {
+            nodes.push((*id, node?));
+        }
+        self.remember(nodes, true);
+        Ok(())
+    }
+
+    /// The stored bytes of `id`.
+    fn stored(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        self.db
+            .get_object(&self.ns, id)?
+            .ok_or_else(|| Error::MissingObject {
+                ns: self.ns.clone(),
+                id: *id,
+            })
+    }
+
+    fn decode_node(&self, id: &ObjectId, bytes: &[u8]) -> Result<Arc<Node>> {
+        decode_node(&*self.sealer, &self.ns, id, bytes)
+    }
+
+    /// Keep decoded nodes in the cache, and in the shared one when they came
+    /// from the database (`landed`).
+    fn remember(&self, nodes: impl IntoIterator<Item = (ObjectId, Arc<Node>)>, landed: bool) {
+        let nodes: Vec<_> = nodes.into_iter().collect();
+        if let (true, Some(shared)) = (landed, &self.shared) {
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if s.len() + nodes.len() > SHARED_NODES {
+                s.clear();
+            }
+            s.extend(nodes.iter().map(|(id, n)| (*id, n.clone())));
+        }
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() + nodes.len() > CACHE_NODES {
+            cache.clear();
+        }
+        cache.extend(nodes);
+    }
+
+    /// Buffer a new object; returns its id. It is compressed and sealed
+    /// later, with others (see [`FRAME_BATCH`]).
     pub fn put(&self, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
-        let (id, bytes) = object::encode(&*self.sealer, kind, payload)?;
-        self.buffer(kind, id, bytes);
+        let id = self.sealer.address(kind, payload);
+        let full = {
+            let mut p = self.pending.borrow_mut();
+            if !p.objects.contains_key(&id) {
+                p.bytes += payload.len();
+                p.order.push(id);
+                p.unframed.push(id);
+                p.objects
+                    .insert(id, (kind, Buffered::Payload(payload.to_vec())));
+            }
+            p.unframed.len() >= FRAME_BATCH
+        };
+        if full {
+            self.frame_pending()?;
+        }
         Ok(id)
+    }
+
+    /// Compress and seal the buffered payloads, spread over the cores.
+    fn frame_pending(&self) -> Result<()> {
+        let mut p = self.pending.borrow_mut();
+        let ids = std::mem::take(&mut p.unframed);
+        let work: Vec<(ObjectId, Kind, &[u8])> = ids
+            .iter()
+            .filter_map(|id| match p.objects.get(id) {
+                Some((kind, Buffered::Payload(b))) => Some((*id, *kind, b.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let sealer = &*self.sealer;
+        let framed = crate::parallel::map(&work, |(id, kind, payload)| {
+            object::frame(sealer, id, *kind, payload)
+        });
+        let ids: Vec<ObjectId> = work.iter().map(|(id, _, _)| *id).collect();
+        drop(work);
+        let mut first_error = None;
+        for (id, r) in ids.into_iter().zip(framed) {
+            match r {
+                Ok(bytes) => {
+                    let p = &mut *p;
+                    let entry = p.objects.get_mut(&id).expect("buffered");
+                    p.bytes = p.bytes - entry.1.len() + bytes.len();
+                    entry.1 = Buffered::Framed(bytes);
+                }
+                Err(e) => {
+                    p.unframed.push(id);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Copy tree leaves `ids` of `from` (the same namespace under its old
@@ -197,26 +304,8 @@ impl<'a> ObjectSet<'a> {
             }
             Ok(r)
         };
-        let threads = cores().min(ids.len().max(1));
-        let chunk = ids.len().div_ceil(threads).max(1);
-        let results: Vec<Result<object::Resealed>> = std::thread::scope(|scope| {
-            let reseal = &reseal;
-            let workers: Vec<_> = (chunk..ids.len())
-                .step_by(chunk)
-                .map(|start| {
-                    scope.spawn(move || {
-                        (start..(start + chunk).min(ids.len()))
-                            .map(reseal)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut all: Vec<_> = (0..chunk.min(ids.len())).map(reseal).collect();
-            for w in workers {
-                all.extend(w.join().expect("reseal worker panicked"));
-            }
-            all
-        });
+        let indices: Vec<usize> = (0..ids.len()).collect();
+        let results = crate::parallel::map(&indices, |&i| reseal(i));
         let mut out = Vec::with_capacity(ids.len());
         for r in results {
             let r = r?;
@@ -231,18 +320,14 @@ impl<'a> ObjectSet<'a> {
         if !p.objects.contains_key(&id) {
             p.bytes += bytes.len();
             p.order.push(id);
-            p.objects.insert(id, (kind, bytes));
+            p.objects.insert(id, (kind, Buffered::Framed(bytes)));
         }
     }
 
     /// Encode, buffer and cache a tree node.
     pub fn put_node(&self, node: Node) -> Result<ObjectId> {
         let id = self.put(Kind::Node, &node.encode())?;
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_NODES {
-            cache.clear();
-        }
-        cache.insert(id, Arc::new(node));
+        self.remember(std::iter::once((id, Arc::new(node))), false);
         Ok(id)
     }
 
@@ -254,10 +339,11 @@ impl<'a> ObjectSet<'a> {
     /// Write buffered objects to the database (in the caller's transaction).
     /// Returns (objects written, bytes written), counting only new ones.
     pub fn flush(&self) -> Result<(u64, u64)> {
+        self.frame_pending()?;
         let mut p = self.pending.borrow_mut();
         let mut written = (0u64, 0u64);
         for id in std::mem::take(&mut p.order) {
-            if let Some((kind, bytes)) = p.objects.remove(&id) {
+            if let Some((kind, Buffered::Framed(bytes))) = p.objects.remove(&id) {
                 if self.db.put_object(&self.ns, &id, kind, &bytes)? {
                     written.0 += 1;
                     written.1 += bytes.len() as u64;
@@ -277,6 +363,29 @@ impl<'a> ObjectSet<'a> {
         }
         Ok(written)
     }
+}
+
+/// Open, check and parse the tree node stored as `bytes`.
+fn decode_node(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Arc<Node>> {
+    let (kind, payload) = object::decode(sealer, ns, id, bytes)?;
+    parse_node(ns, id, kind, &payload)
+}
+
+/// Parse the payload of object `id` as a tree node.
+fn parse_node(ns: &str, id: &ObjectId, kind: Kind, payload: &[u8]) -> Result<Arc<Node>> {
+    if kind != Kind::Node {
+        return Err(Error::CorruptObject {
+            ns: ns.to_string(),
+            id: *id,
+            reason: format!("expected a tree node, found a {}", kind.name()),
+        });
+    }
+    let node = Node::decode(payload).map_err(|reason| Error::CorruptObject {
+        ns: ns.to_string(),
+        id: *id,
+        reason,
+    })?;
+    Ok(Arc::new(node))
 }
 
 #[cfg(test)]
@@ -353,5 +462,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&missing.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn buffered_objects_read_back_before_and_after_framing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let objs = ObjectSet::new(&db, "a");
+        // more than one framing batch, and a last partial one
+        let n = FRAME_BATCH * 2 + 7;
+        let ids: Vec<ObjectId> = (0..n).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
+        let again = objs.put_node(leaf(3)).unwrap();
+        assert_eq!(again, ids[3], "content addressed: one object");
+        // the ids do not depend on framing
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(*id, ObjectId::hash(Kind::Node as u8, &leaf(i).encode()));
+        }
+        // the last partial batch is still payload, the rest framed: both read back
+        for i in [0, n - 1] {
+            let (kind, payload) = objs.get(&ids[i]).unwrap();
+            assert_eq!((kind, payload), (Kind::Node, leaf(i).encode()));
+        }
+        let fresh = ObjectSet::new(&db, "a");
+        assert!(fresh.get(&ids[0]).is_err(), "nothing lands before flush");
+        let (written, _) = db.write(|_| objs.flush()).unwrap();
+        assert_eq!(written, n as u64);
+        assert_eq!(objs.pending_bytes(), 0);
+        for (i, id) in ids.iter().enumerate() {
+            // stored compressed and framed, and hashing back to its id
+            let stored = db.get_object("a", id).unwrap().unwrap();
+            assert!(stored.len() < leaf(i).encode().len(), "compressed");
+            assert_eq!(*fresh.node(id).unwrap(), leaf(i));
+        }
+    }
+
+    #[test]
+    fn prefetched_nodes_are_the_stored_ones_and_errors_name_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let objs = ObjectSet::new(&db, "a");
+        let ids: Vec<ObjectId> = (0..40).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
+        let commit = objs.put(Kind::Commit, b"{}").unwrap();
+        db.write(|_| objs.flush()).unwrap();
+
+        let reader = ObjectSet::new(&db, "a");
+        reader.prefetch_nodes(&ids).unwrap();
+        assert_eq!(reader.cache.borrow().len(), ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(*reader.node(id).unwrap(), leaf(i));
+        }
+
+        let missing = ObjectId::hash(1, b"not stored");
+        for (bad, what) in [(missing, "missing"), (commit, "found a commit")] {
+            let r = ObjectSet::new(&db, "a");
+            let err = r
+                .prefetch_nodes(&[ids[0], bad, ids[1]])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&bad.to_hex()) && err.contains(what), "{err}");
+            assert!(
+                r.cache.borrow().is_empty(),
+                "nothing cached from a failed read"
+            );
+        }
     }
 }
