@@ -402,6 +402,51 @@ struct Edit {
     value: Option<Option<Child>>,
 }
 
+/// Nodes decoded ahead of a rewrite at a time (on every core; a window
+/// bounds the memory they hold).
+const READ_AHEAD: usize = 256;
+
+/// Decode ahead the `level` nodes that `edits[from..]` fall in, up to
+/// [`READ_AHEAD`] of them; returns the index of the first edit past them.
+fn prefetch_targets(
+    objs: &ObjectSet,
+    root: &Arc<Node>,
+    level: u8,
+    edits: &[Edit],
+    from: usize,
+) -> Result<usize> {
+    let mut ids: Vec<ObjectId> = Vec::with_capacity(READ_AHEAD);
+    let mut i = from;
+    while i < edits.len() {
+        let mut node = root.clone();
+        let id = loop {
+            let idx = node
+                .keys
+                .partition_point(|k| k.as_slice() <= edits[i].key.as_slice())
+                .saturating_sub(1);
+            match node.children.get(idx) {
+                Some(c) if node.level == level + 1 => break Some(c.id),
+                Some(c) if node.level > level + 1 => node = objs.node(&c.id)?,
+                // a malformed tree: the rewrite itself reports it
+                _ => break None,
+            }
+        };
+        let Some(id) = id else {
+            i = edits.len();
+            break;
+        };
+        if ids.last() != Some(&id) {
+            if ids.len() == READ_AHEAD {
+                break;
+            }
+            ids.push(id);
+        }
+        i += 1;
+    }
+    objs.prefetch_nodes(&ids)?;
+    Ok(i)
+}
+
 /// Apply sorted edits to one level; returns the edits this makes to the level above.
 fn rewrite_level(
     objs: &ObjectSet,
@@ -411,7 +456,11 @@ fn rewrite_level(
 ) -> Result<Vec<Edit>> {
     let mut up: Vec<Edit> = Vec::new();
     let mut i = 0;
+    let mut read_ahead = 0;
     while i < edits.len() {
+        if i >= read_ahead && level < root.level {
+            read_ahead = prefetch_targets(objs, root, level, edits, i)?;
+        }
         let mut cur = Cursor::seek(objs, root, level, &edits[i].key)?;
         let mut chunker = Chunker::new(level);
         loop {
@@ -858,25 +907,18 @@ pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Diverg
 /// The keys at positions `ordinals` (0-based, strictly increasing) of the
 /// tree at `root`, found through the key counts internal nodes carry.
 pub fn keys_at(objs: &ObjectSet, root: &ObjectId, ordinals: &[u64]) -> Result<Vec<Vec<u8>>> {
-    fn walk(
+    /// Find the leaf of each ordinal through the internal nodes: (leaf, its
+    /// first ordinal, how many of `ordinals` it holds).
+    fn locate(
         objs: &ObjectSet,
         id: &ObjectId,
         start: u64,
         ordinals: &[u64],
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Vec<(ObjectId, u64, usize)>,
     ) -> Result<()> {
         let node = objs.node(id)?;
         if node.is_leaf() {
-            for o in ordinals {
-                let key = node.keys.get((o - start) as usize).ok_or_else(|| {
-                    crate::error::Error::CorruptObject {
-                        ns: objs.ns().to_string(),
-                        id: *id,
-                        reason: format!("leaf holds no key at position {o}"),
-                    }
-                })?;
-                out.push(key.clone());
-            }
+            out.push((*id, start, ordinals.len()));
             return Ok(());
         }
         let mut rest = ordinals;
@@ -884,7 +926,11 @@ pub fn keys_at(objs: &ObjectSet, root: &ObjectId, ordinals: &[u64]) -> Result<Ve
         for child in &node.children {
             let n = rest.partition_point(|o| *o < start + child.count);
             if n > 0 {
-                walk(objs, &child.id, start, &rest[..n], out)?;
+                if node.level == 1 {
+                    out.push((child.id, start, n));
+                } else {
+                    locate(objs, &child.id, start, &rest[..n], out)?;
+                }
                 rest = &rest[n..];
             }
             if rest.is_empty() {
@@ -906,9 +952,31 @@ pub fn keys_at(objs: &ObjectSet, root: &ObjectId, ordinals: &[u64]) -> Result<Ve
             "key positions must be strictly increasing".into(),
         ));
     }
-    let mut out = Vec::with_capacity(ordinals.len());
+    let mut leaves = Vec::new();
     if !ordinals.is_empty() {
-        walk(objs, root, 0, ordinals, &mut out)?;
+        locate(objs, root, 0, ordinals, &mut leaves)?;
+    }
+    let mut out = Vec::with_capacity(ordinals.len());
+    let mut rest = ordinals;
+    for window in leaves.chunks(READ_AHEAD) {
+        let ids: Vec<ObjectId> = window.iter().map(|(id, _, _)| *id).collect();
+        objs.prefetch_nodes(&ids)?;
+        for (id, start, n) in window {
+            let node = objs.node(id)?;
+            for o in &rest[..*n] {
+                let key = node
+                    .keys
+                    .get((o - start) as usize)
+                    .filter(|_| node.is_leaf())
+                    .ok_or_else(|| crate::error::Error::CorruptObject {
+                        ns: objs.ns().to_string(),
+                        id: *id,
+                        reason: format!("leaf holds no key at position {o}"),
+                    })?;
+                out.push(key.clone());
+            }
+            rest = &rest[*n..];
+        }
     }
     Ok(out)
 }
