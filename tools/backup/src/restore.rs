@@ -548,14 +548,22 @@ impl Applier {
             rank: RecordType::Header.rank(),
             ..Default::default()
         };
+        let mut batch = ObjectBatch::default();
         while let Some(rec) = reader.next_record()? {
+            if !matches!(rec, Record::Object { .. }) || batch.is_full() {
+                self.objects(std::mem::take(&mut batch), &mut st, &id, progress)?;
+            }
             let rank = rec.record_type().rank();
             while st.rank < rank {
                 st.rank += 1;
                 self.enter(st.rank, &mut st)?;
             }
-            self.record(rec, &mut st, &id, progress)?;
+            match rec {
+                Record::Object { ns, id, kind, data } => batch.push(ns, id, kind, data),
+                rec => self.record(rec, &mut st, &id, progress)?,
+            }
         }
+        self.objects(batch, &mut st, &id, progress)?;
         let (end, rest) = reader.finish()?;
         self.bytes += end.bytes;
         self.point = header.created.clone();
@@ -674,25 +682,9 @@ impl Applier {
                     .map_err(|e| Error::damaged(backup, e.to_string()))?;
             }
             Record::Object { ns, id, kind, data } => {
-                st.objects += 1;
-                st.records_hash.add(&IndexEntry::add(&ns, id));
-                progress.inc(1);
-                if !self.wants(&ns) {
-                    return Ok(());
-                }
-                let encrypted = *self.namespaces.get(&ns).ok_or_else(|| {
-                    Error::damaged(backup, format!("object {id} belongs to namespace `{ns}`, which the backup does not have"))
-                })?;
-                match verify_object(backup, &ns, &id, kind, &data, encrypted)? {
-                    Verified::Rehashed => self.verified += 1,
-                    Verified::Node(info) => {
-                        self.verified += 1;
-                        self.nodes.entry(ns.clone()).or_default().insert(id, *info);
-                    }
-                    Verified::Structural => {}
-                }
-                self.w().put_object(&ns, &id, kind, &data)?;
-                self.objects += 1;
+                let mut one = ObjectBatch::default();
+                one.push(ns, id, kind, data);
+                self.objects(one, st, backup, progress)?;
             }
             Record::Delete { ns, id } => {
                 st.deleted += 1;
@@ -778,6 +770,56 @@ impl Applier {
                 self.refs = st.kept_refs;
                 self.w().reserve_reflog_seq(m.reflog_seq)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Check a run of object records on every core (decoding and re-hashing
+    /// is most of a restore's work), then write them in stream order.
+    fn objects(
+        &mut self,
+        batch: ObjectBatch,
+        st: &mut StreamState,
+        backup: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        // per record: whether its namespace is encrypted, None if not restored
+        let mut wanted = Vec::with_capacity(batch.records.len());
+        for (ns, id, _, _) in &batch.records {
+            st.objects += 1;
+            st.records_hash.add(&IndexEntry::add(ns, *id));
+            progress.inc(1);
+            if !self.wants(ns) {
+                wanted.push(None);
+                continue;
+            }
+            let encrypted = *self.namespaces.get(ns).ok_or_else(|| {
+                Error::damaged(
+                    backup,
+                    format!(
+                        "object {id} belongs to namespace `{ns}`, which the backup does not have"
+                    ),
+                )
+            })?;
+            wanted.push(Some(encrypted));
+        }
+        let work: Vec<_> = batch.records.iter().zip(&wanted).collect();
+        let checked = qg_store::parallel::map(&work, |((ns, id, kind, data), wanted)| {
+            wanted.map(|encrypted| verify_object(backup, ns, id, *kind, data, encrypted))
+        });
+        drop(work);
+        for ((ns, id, kind, data), check) in batch.records.into_iter().zip(checked) {
+            let Some(check) = check else { continue };
+            match check? {
+                Verified::Rehashed => self.verified += 1,
+                Verified::Node(info) => {
+                    self.verified += 1;
+                    self.nodes.entry(ns.clone()).or_default().insert(id, *info);
+                }
+                Verified::Structural => {}
+            }
+            self.w().put_object(&ns, &id, kind, &data)?;
+            self.objects += 1;
         }
         Ok(())
     }
@@ -950,6 +992,29 @@ pub(crate) fn verify_object(
         return Err(bad("bad frame header".into()));
     }
     Ok(Verified::Structural)
+}
+
+/// Object records waiting to be checked together.
+#[derive(Default)]
+struct ObjectBatch {
+    records: Vec<(String, ObjectId, u8, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl ObjectBatch {
+    /// Records per batch: enough to keep every core busy between writes.
+    const RECORDS: usize = 256;
+    /// Bytes per batch: bounds the memory of a run of large objects.
+    const BYTES: usize = 4 << 20;
+
+    fn push(&mut self, ns: String, id: ObjectId, kind: u8, data: Vec<u8>) {
+        self.bytes += data.len();
+        self.records.push((ns, id, kind, data));
+    }
+
+    fn is_full(&self) -> bool {
+        self.records.len() >= Self::RECORDS || self.bytes >= Self::BYTES
+    }
 }
 
 /// How an object was checked before it was written.
