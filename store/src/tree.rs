@@ -96,53 +96,69 @@ impl Node {
         out
     }
 
-    pub fn decode(mut buf: &[u8]) -> std::result::Result<Node, String> {
+    pub fn decode(buf: &[u8]) -> std::result::Result<Node, String> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut children = Vec::new();
+        let level = Node::scan(buf, |key, child| {
+            keys.push(key.to_vec());
+            children.extend(child);
+        })?;
+        Ok(Node {
+            level,
+            keys,
+            children,
+        })
+    }
+
+    /// Check an encoded node as [`Node::decode`] does and hand each entry to
+    /// `f` (the key in a reused buffer, and the child pointer of an internal
+    /// node) without building the node: no allocation per key. Returns the
+    /// node's level.
+    pub fn scan(
+        mut buf: &[u8],
+        mut f: impl FnMut(&[u8], Option<Child>),
+    ) -> std::result::Result<u8, String> {
         let level = *buf.first().ok_or("empty node")?;
         buf = &buf[1..];
         let n = get_varint(&mut buf)? as usize;
         if n > buf.len() {
             return Err(format!("node claims {n} entries in {} bytes", buf.len()));
         }
-        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(n);
-        let mut children = Vec::new();
-        for _ in 0..n {
+        let mut key: Vec<u8> = Vec::with_capacity(256);
+        for i in 0..n {
             let shared = get_varint(&mut buf)? as usize;
             let len = get_varint(&mut buf)? as usize;
-            let prev = keys.last().map(|k| k.as_slice()).unwrap_or(&[]);
-            if shared > prev.len() || len > buf.len() {
+            if shared > key.len() || len > buf.len() {
                 return Err("truncated key".into());
             }
-            let mut key = Vec::with_capacity(shared + len);
-            key.extend_from_slice(&prev[..shared]);
+            // the keys share `shared` bytes, so the new one is greater exactly
+            // when its suffix is greater than the rest of the previous one
+            if i > 0 && buf[..len] <= key[shared..] {
+                return Err("keys out of order".into());
+            }
+            key.truncate(shared);
             key.extend_from_slice(&buf[..len]);
             buf = &buf[len..];
-            if let Some(p) = keys.last() {
-                if p.as_slice() >= key.as_slice() {
-                    return Err("keys out of order".into());
-                }
-            }
-            if level > 0 {
+            let child = if level > 0 {
                 if buf.len() < 32 {
                     return Err("truncated child id".into());
                 }
                 let id = ObjectId::from_slice(&buf[..32]).expect("32 bytes");
                 buf = &buf[32..];
                 let count = get_varint(&mut buf)?;
-                children.push(Child { id, count });
-            }
-            keys.push(key);
+                Some(Child { id, count })
+            } else {
+                None
+            };
+            f(&key, child);
         }
         if !buf.is_empty() {
             return Err(format!("{} trailing bytes", buf.len()));
         }
-        if level > 0 && keys.is_empty() {
+        if level > 0 && n == 0 {
             return Err("empty internal node".into());
         }
-        Ok(Node {
-            level,
-            keys,
-            children,
-        })
+        Ok(level)
     }
 }
 
@@ -1019,6 +1035,37 @@ mod tests {
         };
         assert_eq!(Node::decode(&n.encode()).unwrap(), n);
         assert!(Node::decode(&n.encode()[..10]).is_err());
+    }
+
+    #[test]
+    fn decode_refuses_keys_out_of_order_or_repeated() {
+        let leaf = |keys: &[&[u8]]| {
+            // encoded by hand: encode itself does not check order
+            let n = Node {
+                level: 0,
+                keys: keys.iter().map(|k| k.to_vec()).collect(),
+                children: Vec::new(),
+            };
+            Node::decode(&n.encode())
+        };
+        assert!(leaf(&[b"a", b"ab", b"abc", b"b"]).is_ok());
+        for bad in [
+            &[b"ab" as &[u8], b"ab"][..],
+            &[b"ab", b"a"],
+            &[b"abc", b"abb"],
+            &[b"b", b"a"],
+            &[b"a", b"c", b"b"],
+        ] {
+            let err = leaf(bad).unwrap_err();
+            assert!(err.contains("out of order"), "{bad:?}: {err}");
+        }
+        let empty_inner = [1u8, 0];
+        assert!(Node::decode(&empty_inner)
+            .unwrap_err()
+            .contains("empty internal"));
+        let mut trailing = Node::empty().encode();
+        trailing.push(7);
+        assert!(Node::decode(&trailing).unwrap_err().contains("trailing"));
     }
 
     #[test]

@@ -153,6 +153,31 @@ fn key_hash(k: &[u8]) -> u64 {
 }
 
 impl NodeInfo {
+    /// The info of an encoded node, checked as [`Node::decode`] would, without
+    /// decoding it (no allocation per key).
+    pub fn of_payload(payload: &[u8]) -> std::result::Result<NodeInfo, String> {
+        let (mut count, mut first, mut keys) = (0u64, None, 0usize);
+        let mut children = Vec::new();
+        let level = Node::scan(payload, |key, child| {
+            keys += 1;
+            let h = key_hash(key);
+            first.get_or_insert(h);
+            match child {
+                Some(c) => {
+                    count += c.count;
+                    children.push((c.id, c.count, h));
+                }
+                None => count += 1,
+            }
+        })?;
+        Ok(NodeInfo {
+            level,
+            count,
+            first: first.unwrap_or(0),
+            children: children.into_boxed_slice(),
+        })
+    }
+
     pub fn of(node: &Node) -> NodeInfo {
         NodeInfo {
             level: node.level,
@@ -296,4 +321,44 @@ fn subtree(
     let v = (node.count(), node.keys.first().cloned());
     memo.insert(*id, v.clone());
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qg_store::tree::Child;
+
+    fn same(a: &NodeInfo, b: &NodeInfo) -> bool {
+        (a.level, a.count, a.first, &a.children) == (b.level, b.count, b.first, &b.children)
+    }
+
+    #[test]
+    fn node_info_from_the_payload_is_the_info_of_the_decoded_node() {
+        let keys: Vec<Vec<u8>> = (0..70)
+            .map(|i| format!("<http://example.org/s{:04}>\0<http://p>", i * 3).into_bytes())
+            .collect();
+        let leaf = Node {
+            level: 0,
+            keys: keys.clone(),
+            children: Vec::new(),
+        };
+        let inner = Node {
+            level: 2,
+            keys: keys[..5].to_vec(),
+            children: (0..5u8)
+                .map(|i| Child {
+                    id: ObjectId([i; 32]),
+                    count: 1000 + u64::from(i),
+                })
+                .collect(),
+        };
+        for node in [leaf, inner, Node::empty()] {
+            let from_payload = NodeInfo::of_payload(&node.encode()).unwrap();
+            assert!(
+                same(&from_payload, &NodeInfo::of(&node)),
+                "{from_payload:?}"
+            );
+        }
+        assert!(NodeInfo::of_payload(&[0, 5, 0]).is_err(), "truncated");
+    }
 }

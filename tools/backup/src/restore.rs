@@ -978,9 +978,9 @@ pub(crate) fn verify_object(
             )));
         }
         if k == object::Kind::Node {
-            let node = qg_store::tree::Node::decode(&payload)
+            let info = check::NodeInfo::of_payload(&payload)
                 .map_err(|e| bad(format!("bad tree node: {e}")))?;
-            return Ok(Verified::Node(Box::new(check::NodeInfo::of(&node))));
+            return Ok(Verified::Node(Box::new(info)));
         }
         return Ok(Verified::Rehashed);
     }
