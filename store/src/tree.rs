@@ -39,15 +39,155 @@ pub struct Child {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub level: u8,
-    pub keys: Vec<Vec<u8>>,
+    pub keys: Keys,
     pub children: Vec<Child>,
+}
+
+/// The keys of a node, in order, packed in one buffer: a leaf holds dozens,
+/// and one allocation per key made decoding and dropping nodes the bulk of
+/// a large change's work.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    bytes: Vec<u8>,
+    /// End of each key in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        Keys::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.bytes[start..end])
+    }
+
+    pub fn first(&self) -> Option<&[u8]> {
+        self.get(0)
+    }
+
+    pub fn last(&self) -> Option<&[u8]> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let end = u32::try_from(self.bytes.len()).expect("a node's keys stay far below 4 GiB");
+        self.ends.push(end);
+    }
+
+    /// Total bytes of the keys.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn iter(&self) -> KeysIter<'_> {
+        KeysIter {
+            keys: self,
+            front: 0,
+            back: self.len(),
+        }
+    }
+
+    /// The index of the first key for which `pred` is false (keys for which
+    /// it holds must come first), as [`slice::partition_point`].
+    pub fn partition_point(&self, mut pred: impl FnMut(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self[mid]) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+impl std::ops::Index<usize> for Keys {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        self.get(i).expect("key index in range")
+    }
+}
+
+impl<'k> IntoIterator for &'k Keys {
+    type Item = &'k [u8];
+    type IntoIter = KeysIter<'k>;
+
+    fn into_iter(self) -> KeysIter<'k> {
+        self.iter()
+    }
+}
+
+/// The keys of a [`Keys`], in order.
+pub struct KeysIter<'k> {
+    keys: &'k Keys,
+    front: usize,
+    back: usize,
+}
+
+impl<'k> Iterator for KeysIter<'k> {
+    type Item = &'k [u8];
+
+    fn next(&mut self) -> Option<&'k [u8]> {
+        (self.front < self.back).then(|| {
+            self.front += 1;
+            &self.keys[self.front - 1]
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.back - self.front, Some(self.back - self.front))
+    }
+}
+
+impl DoubleEndedIterator for KeysIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        (self.front < self.back).then(|| {
+            self.back -= 1;
+            &self.keys[self.back]
+        })
+    }
+}
+
+impl ExactSizeIterator for KeysIter<'_> {}
+
+impl<K: AsRef<[u8]>> FromIterator<K> for Keys {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Keys {
+        let mut keys = Keys::new();
+        for k in iter {
+            keys.push(k.as_ref());
+        }
+        keys
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
 }
 
 impl Node {
     pub fn empty() -> Node {
         Node {
             level: 0,
-            keys: Vec::new(),
+            keys: Keys::new(),
             children: Vec::new(),
         }
     }
@@ -74,7 +214,7 @@ impl Node {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.keys.iter().map(|k| k.len() + 2).sum::<usize>());
+        let mut out = Vec::with_capacity(64 + self.keys.bytes() + 2 * self.keys.len());
         out.push(self.level);
         put_varint(&mut out, self.keys.len() as u64);
         let mut prev: &[u8] = &[];
@@ -97,10 +237,10 @@ impl Node {
     }
 
     pub fn decode(buf: &[u8]) -> std::result::Result<Node, String> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut keys = Keys::new();
         let mut children = Vec::new();
         let level = Node::scan(buf, |key, child| {
-            keys.push(key.to_vec());
+            keys.push(key);
             children.extend(child);
         })?;
         Ok(Node {
@@ -186,18 +326,16 @@ fn get_varint(buf: &mut &[u8]) -> std::result::Result<u64, String> {
 /// Accumulates the entries of one level and cuts them into nodes.
 struct Chunker {
     level: u8,
-    keys: Vec<Vec<u8>>,
+    keys: Keys,
     children: Vec<Child>,
-    bytes: usize,
 }
 
 impl Chunker {
     fn new(level: u8) -> Self {
         Chunker {
             level,
-            keys: Vec::new(),
+            keys: Keys::new(),
             children: Vec::new(),
-            bytes: 0,
         }
     }
 
@@ -210,11 +348,10 @@ impl Chunker {
     }
 
     /// Add an entry; returns the finished node when this entry ends a chunk.
-    fn push(&mut self, key: Vec<u8>, child: Option<Child>) -> Option<Node> {
+    fn push(&mut self, key: &[u8], child: Option<Child>) -> Option<Node> {
         let cut = self.keys.len() + 1 >= MAX_FACTOR * self.target() as usize
-            || self.bytes + key.len() >= MAX_BYTES
-            || xxh3_64_with_seed(&key, SEED ^ u64::from(self.level)) < u64::MAX / self.target();
-        self.bytes += key.len();
+            || self.keys.bytes() + key.len() >= MAX_BYTES
+            || xxh3_64_with_seed(key, SEED ^ u64::from(self.level)) < u64::MAX / self.target();
         self.keys.push(key);
         if let Some(c) = child {
             self.children.push(c);
@@ -230,7 +367,6 @@ impl Chunker {
         if self.keys.is_empty() {
             return None;
         }
-        self.bytes = 0;
         Some(Node {
             level: self.level,
             keys: std::mem::take(&mut self.keys),
@@ -240,7 +376,7 @@ impl Chunker {
 }
 
 fn store_node(objs: &ObjectSet, node: Node) -> Result<(Vec<u8>, Child)> {
-    let first = node.keys[0].clone();
+    let first = node.keys[0].to_vec();
     let count = node.count();
     let id = objs.put_node(node)?;
     Ok((first, Child { id, count }))
@@ -269,6 +405,7 @@ pub struct Builder<'o, 'a> {
     objs: &'o ObjectSet<'a>,
     base: u8,
     levels: Vec<(Chunker, u64)>,
+    /// The last key pushed (reused: no allocation per key).
     last: Option<Vec<u8>>,
 }
 
@@ -288,25 +425,29 @@ impl<'o, 'a> Builder<'o, 'a> {
 
     /// Add the next key (must be greater than the previous one).
     pub fn push(&mut self, key: Vec<u8>) -> Result<()> {
-        if let Some(last) = &self.last {
-            if last.as_slice() >= key.as_slice() {
+        match &mut self.last {
+            Some(last) if last.as_slice() >= key.as_slice() => {
                 return Err(crate::error::Error::Other(
                     "tree builder got keys out of order".into(),
                 ));
             }
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(&key);
+            }
+            None => self.last = Some(key.clone()),
         }
-        self.last = Some(key.clone());
-        self.push_at(0, key, None)
+        self.push_at(0, &key, None)
     }
 
-    fn push_at(&mut self, i: usize, key: Vec<u8>, child: Option<Child>) -> Result<()> {
+    fn push_at(&mut self, i: usize, key: &[u8], child: Option<Child>) -> Result<()> {
         if self.levels.len() == i {
             self.levels.push((Chunker::new(self.base + i as u8), 0));
         }
         if let Some(node) = self.levels[i].0.push(key, child) {
             self.levels[i].1 += 1;
             let (first, c) = store_node(self.objs, node)?;
-            self.push_at(i + 1, first, Some(c))?;
+            self.push_at(i + 1, &first, Some(c))?;
         }
         Ok(())
     }
@@ -327,7 +468,7 @@ impl<'o, 'a> Builder<'o, 'a> {
             if let Some(node) = self.levels[i].0.take() {
                 self.levels[i].1 += 1;
                 let (first, c) = store_node(self.objs, node)?;
-                self.push_at(i + 1, first, Some(c))?;
+                self.push_at(i + 1, &first, Some(c))?;
             }
             i += 1;
         }
@@ -355,10 +496,7 @@ impl<'o, 'a> Cursor<'o, 'a> {
         let mut stack = Vec::new();
         let mut node = root.clone();
         while node.level > level {
-            let idx = node
-                .keys
-                .partition_point(|k| k.as_slice() <= key)
-                .saturating_sub(1);
+            let idx = node.keys.partition_point(|k| k <= key).saturating_sub(1);
             let child = objs.node(&node.children[idx].id)?;
             stack.push((node, idx));
             node = child;
@@ -369,7 +507,14 @@ impl<'o, 'a> Cursor<'o, 'a> {
 
     fn peek(&self) -> Option<(&[u8], Option<Child>)> {
         let (n, i) = self.stack.last().expect("cursor has a frame");
-        (*i < n.keys.len()).then(|| (n.keys[*i].as_slice(), n.value(*i)))
+        (*i < n.keys.len()).then(|| (&n.keys[*i], n.value(*i)))
+    }
+
+    /// The node and index of the entry at the cursor (the key stays readable
+    /// after the cursor moves on).
+    fn current(&self) -> Option<(Arc<Node>, usize)> {
+        let (n, i) = self.stack.last().expect("cursor has a frame");
+        (*i < n.keys.len()).then(|| (n.clone(), *i))
     }
 
     fn at_node_start(&self) -> bool {
@@ -438,7 +583,7 @@ fn prefetch_targets(
         let id = loop {
             let idx = node
                 .keys
-                .partition_point(|k| k.as_slice() <= edits[i].key.as_slice())
+                .partition_point(|k| k <= edits[i].key.as_slice())
                 .saturating_sub(1);
             match node.children.get(idx) {
                 Some(c) if node.level == level + 1 => break Some(c.id),
@@ -480,21 +625,22 @@ fn rewrite_level(
         let mut cur = Cursor::seek(objs, root, level, &edits[i].key)?;
         let mut chunker = Chunker::new(level);
         loop {
-            let old = cur.peek().map(|(k, v)| (k.to_vec(), v));
+            let old = cur.current();
             let edit = edits.get(i);
             let order = match (&old, edit) {
                 (None, None) => break,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
-                (Some((k, _)), Some(e)) => k.cmp(&e.key),
+                (Some((n, j)), Some(e)) => n.keys[*j].cmp(e.key.as_slice()),
             };
-            let mut emitted = None;
+            let mut emitted: Option<(&[u8], Option<Child>)> = None;
             let mut old_node_ended = false;
             if order != Ordering::Greater {
-                let (k, v) = old.expect("old entry");
+                let (n, j) = old.as_ref().expect("old entry");
+                let (k, v) = (&n.keys[*j], n.value(*j));
                 if cur.at_node_start() {
                     up.push(Edit {
-                        key: k.clone(),
+                        key: k.to_vec(),
                         value: None,
                     });
                 }
@@ -508,7 +654,7 @@ fn rewrite_level(
                 let e = edit.expect("edit");
                 i += 1;
                 if let Some(v) = e.value {
-                    emitted = Some((e.key.clone(), v));
+                    emitted = Some((&e.key, v));
                 }
             }
             let Some((k, v)) = emitted else { continue };
@@ -605,7 +751,7 @@ pub fn apply(
         _ => {
             let mut b = Builder::at_level(objs, top + 1);
             for (k, c) in new_top {
-                b.push_at(0, k, Some(c))?;
+                b.push_at(0, &k, Some(c))?;
             }
             b.finish()
         }
@@ -705,7 +851,7 @@ impl<'o, 'a> Diff<'o, 'a> {
         };
         let node = objs.node(&id)?;
         if node.is_leaf() {
-            side.extend(node.keys.iter().rev().map(|k| Item::Key(k.clone())));
+            side.extend(node.keys.iter().rev().map(|k| Item::Key(k.to_vec())));
         } else {
             side.extend(
                 node.children
@@ -989,7 +1135,7 @@ pub fn keys_at(objs: &ObjectSet, root: &ObjectId, ordinals: &[u64]) -> Result<Ve
                         id: *id,
                         reason: format!("leaf holds no key at position {o}"),
                     })?;
-                out.push(key.clone());
+                out.push(key.to_vec());
             }
             rest = &rest[*n..];
         }
@@ -1025,7 +1171,7 @@ mod tests {
     fn node_round_trip() {
         let n = Node {
             level: 1,
-            keys: vec![b"abc".to_vec(), b"abd".to_vec(), b"b".to_vec()],
+            keys: [b"abc", b"abd", b"b" as &[u8]].into_iter().collect(),
             children: (0..3)
                 .map(|i| Child {
                     id: ObjectId([i; 32]),
@@ -1205,8 +1351,9 @@ mod tests {
                         assert!(node.is_leaf());
                         assert_eq!(node.count(), l.count);
                         let at: Vec<u64> = (l.start..l.start + l.count).collect();
-                        assert_eq!(keys_at(objs, root, &at).unwrap(), node.keys, "case {n}");
-                        out.extend(node.keys.iter().cloned());
+                        let all: Vec<Vec<u8>> = node.keys.iter().map(<[u8]>::to_vec).collect();
+                        assert_eq!(keys_at(objs, root, &at).unwrap(), all, "case {n}");
+                        out.extend(all);
                     }
                     out
                 };

@@ -182,7 +182,7 @@ impl NodeInfo {
         NodeInfo {
             level: node.level,
             count: node.count(),
-            first: node.keys.first().map(|k| key_hash(k)).unwrap_or(0),
+            first: node.keys.first().map(key_hash).unwrap_or(0),
             children: if node.is_leaf() {
                 Box::new([])
             } else if node.children.len() != node.keys.len() {
@@ -311,14 +311,14 @@ fn subtree(
                 ),
             ));
         }
-        if first.as_ref() != node.keys.get(i) {
+        if first.as_deref() != node.keys.get(i) {
             return Err((
                 *id,
                 format!("entry {i} does not carry its child's first key"),
             ));
         }
     }
-    let v = (node.count(), node.keys.first().cloned());
+    let v = (node.count(), node.keys.first().map(<[u8]>::to_vec));
     memo.insert(*id, v.clone());
     Ok(v)
 }
@@ -339,12 +339,12 @@ mod tests {
             .collect();
         let leaf = Node {
             level: 0,
-            keys: keys.clone(),
+            keys: keys.iter().collect(),
             children: Vec::new(),
         };
         let inner = Node {
             level: 2,
-            keys: keys[..5].to_vec(),
+            keys: keys[..5].iter().collect(),
             children: (0..5u8)
                 .map(|i| Child {
                     id: ObjectId([i; 32]),

@@ -519,7 +519,7 @@ impl<'o, 'a> LeafKeys<'o, 'a> {
             self.cur = Some((*l, node, 0));
         }
         let (l, n, i) = self.cur.as_ref().expect("a current leaf");
-        Ok(Some((n.keys[*i].as_slice(), l.start + *i as u64)))
+        Ok(Some((&n.keys[*i], l.start + *i as u64)))
     }
 
     fn advance(&mut self) {
