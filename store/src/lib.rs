@@ -53,6 +53,7 @@ pub mod sort;
 pub mod storage;
 pub mod store;
 pub mod tree;
+pub mod writeback;
 
 #[cfg(feature = "cli")]
 pub mod cli;

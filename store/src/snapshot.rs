@@ -1199,8 +1199,9 @@ impl RestoreWriter {
     }
 
     /// Commit everything, check the audit chain (recomputing every hash),
-    /// switch the database to WAL with full sync, and flush it to disk.
-    /// Returns the path of the database file.
+    /// and switch the database to WAL with full sync. Returns the path of the
+    /// database file, which is durable once the caller syncs it
+    /// ([`crate::writeback`]): a restore checks the store while it syncs.
     pub fn finish(mut self) -> Result<PathBuf> {
         if let Some((seq, hash)) = self.audit_last {
             self.db()
@@ -1215,8 +1216,6 @@ impl RestoreWriter {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let path = self.dir.join(DB_FILE);
         drop(self.db.take());
-        std::fs::File::open(&path)?.sync_all()?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(path)
     }
 }

@@ -156,16 +156,16 @@ impl NodeInfo {
     /// The info of an encoded node, checked as [`Node::decode`] would, without
     /// decoding it (no allocation per key).
     pub fn of_payload(payload: &[u8]) -> std::result::Result<NodeInfo, String> {
-        let (mut count, mut first, mut keys) = (0u64, None, 0usize);
+        let (mut count, mut first) = (0u64, None);
         let mut children = Vec::new();
         let level = Node::scan(payload, |key, child| {
-            keys += 1;
-            let h = key_hash(key);
-            first.get_or_insert(h);
+            if first.is_none() {
+                first = Some(key_hash(key));
+            }
             match child {
                 Some(c) => {
                     count += c.count;
-                    children.push((c.id, c.count, h));
+                    children.push((c.id, c.count, key_hash(key)));
                 }
                 None => count += 1,
             }

@@ -860,7 +860,8 @@ impl Applier {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(h.mode & 0o7777))
                 .map_err(|e| Error::io("set permissions of", p.display(), e))?;
         }
-        w.finish()?;
+        let db_path = w.finish()?;
+        let syncing = qg_store::writeback::sync_in_background(&db_path);
 
         // Check the restored store as `qg fsck` would, then record the restore in it.
         let mut store = Store::open(&self.staging)?;
@@ -934,6 +935,10 @@ impl Applier {
         )?;
         qg_store::snapshot::checkpoint(store.db())?;
         drop(store);
+        syncing
+            .wait()
+            .and_then(|()| qg_store::writeback::sync_file_and_dir(&db_path))
+            .map_err(|e| Error::io("sync", db_path.display(), e))?;
         Ok(RestoreResult {
             id,
             chain: self.applied.clone(),

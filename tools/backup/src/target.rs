@@ -383,7 +383,7 @@ impl Write for DirUpload {
         let n = out.write(buf)?;
         self.written += n as u64;
         if self.written - self.kicked >= WRITEBACK_EVERY {
-            start_writeback(out.get_ref(), self.kicked);
+            qg_store::writeback::start(out.get_ref(), self.kicked);
             self.kicked = self.written;
         }
         Ok(n)
@@ -393,25 +393,6 @@ impl Write for DirUpload {
         self.out.as_mut().expect("open until finished").flush()
     }
 }
-
-/// Ask the kernel to start writing `f` back to disk from `from` on, without
-/// waiting. Only a hint: durability comes from the fsync in `finish`.
-#[cfg(target_os = "linux")]
-fn start_writeback(f: &std::fs::File, from: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; the call only schedules I/O.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            from as libc::off64_t,
-            0,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &std::fs::File, _: u64) {}
 
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
