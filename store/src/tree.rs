@@ -58,6 +58,14 @@ impl Keys {
         Keys::default()
     }
 
+    /// Room for `keys` keys of `bytes` bytes in all.
+    pub fn with_capacity(keys: usize, bytes: usize) -> Keys {
+        Keys {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(keys),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }
@@ -237,7 +245,13 @@ impl Node {
     }
 
     pub fn decode(buf: &[u8]) -> std::result::Result<Node, String> {
-        let mut keys = Keys::new();
+        // sized from the entry count and the encoded size (front coding
+        // roughly halves the keys), so a node is usually one allocation
+        let n = buf
+            .get(1..)
+            .and_then(|mut rest| get_varint(&mut rest).ok())
+            .map_or(0, |n| (n as usize).min(buf.len()));
+        let mut keys = Keys::with_capacity(n, buf.len() * 2);
         let mut children = Vec::new();
         let level = Node::scan(buf, |key, child| {
             keys.push(key);
