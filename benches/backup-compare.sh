@@ -8,16 +8,19 @@
 # Rows: full backup time (qg-backup plain and --encrypt, restic, cp; the cp
 # ratio as the median of 7 alternating runs), the incremental after a 1%
 # change (bytes and time, and what its commit deltas replaced; restic's second
-# snapshot), restore time (the RTO at this size; the restored objects are
-# compared byte for byte), and peak RSS of every backup and restore.
+# snapshot), restore time (the RTO at this size, the ratio as the median of
+# RESTORE_RUNS alternating runs; the restored objects are compared byte for
+# byte), and peak RSS of every backup and restore.
 #
 # Settings (environment): QUADS=1000000 GRAPHS=10 SEED=1 HISTORY=100 (commits on
-# main) CHANGE_PCT=1 (quads changed before the incremental, % of QUADS), QG=path
-# and QG_BACKUP=path (prebuilt release binaries; default: cargo build --release).
+# main) CHANGE_PCT=1 (quads changed before the incremental, % of QUADS),
+# RESTORE_RUNS=5 (alternating restores behind the restore ratio), QG=path and
+# QG_BACKUP=path (prebuilt release binaries; default: cargo build --release).
 # Needs: cargo, python3, restic (Debian: apt-get install restic), GNU time
 # (/usr/bin/time). Outputs: benches/data/backup-$QUADS/ (stores, targets,
 # repositories) and benches/out/backup-results-$QUADS.md. Every number is one
-# run on a warm page cache; the store is idle while it is backed up.
+# run (unless its row says otherwise) on a warm page cache; the store is idle
+# while it is backed up.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +29,7 @@ GRAPHS=${GRAPHS:-10}
 SEED=${SEED:-1}
 HISTORY=${HISTORY:-100}
 CHANGE_PCT=${CHANGE_PCT:-1}
+RESTORE_RUNS=${RESTORE_RUNS:-5}
 
 DATA=$ROOT/benches/data
 OUT=$ROOT/benches/out
@@ -148,6 +152,23 @@ a, b = (set(sqlite3.connect(p).execute("SELECT ns, id, data FROM objects")) for 
 sys.exit(0 if a == b else 1)
 EOF
 cmp <("$QG" export) <("$QG" --data "$WORK/restic-restored/$STORE" export) || die "the restic restore differs"
+# the restore row's ratio: medians of RESTORE_RUNS alternating runs of both
+# (one run is at the mercy of this shared machine's noise), each into a fresh
+# directory
+python3 - "$QG_BACKUP" "$WORK" "$RESTORE_RUNS" >"$WORK/restore-medians.out" <<'EOF'
+import shutil, statistics, subprocess, sys, time
+qgb, work, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def run(cmd, dest):
+    shutil.rmtree(dest, ignore_errors=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+qg, restic = [], []
+for i in range(runs):
+    qg.append(run([qgb, "restore", "--from", f"{work}/qg-plain", "--to", f"{work}/qg-restored-m", "--json"], f"{work}/qg-restored-m"))
+    restic.append(run(["restic", "--repo", f"{work}/restic", "restore", "latest", "--target", f"{work}/restic-restored-m"], f"{work}/restic-restored-m"))
+print(f"{statistics.median(qg):.3f} {statistics.median(restic):.3f}")
+EOF
 
 # ---------------------------------------------------------------- report
 
@@ -158,7 +179,7 @@ QG_INC_DELTAS=$(json qg_inc '["counts"]["deltas"]')
 QG_INC_NODES=$(json qg_inc '["counts"]["delta_nodes"]')
 QG_INC_NODE_BYTES=$(json qg_inc '["counts"]["delta_node_bytes"]')
 {
-    echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores ($(python3 -c 'import platform; print(platform.processor() or platform.machine())')), $(uname -sr); $(restic version | cut -d' ' -f1-2); one run each, warm page cache."
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC on $(nproc) cores ($(python3 -c 'import platform; print(platform.processor() or platform.machine())')), $(uname -sr); $(restic version | cut -d' ' -f1-2); one run each unless a row says otherwise, warm page cache."
     echo "Store: $QUADS quads in $GRAPHS graphs, $COMMITS commits on main; qg.sqlite $(mib "$DB_BYTES") MiB. The change: $CHANGE quads ($CHANGE_PCT%: $((CHANGE / 2)) added, $((CHANGE / 2)) removed) in one commit."
     echo
     echo "| benchmark | qg-backup | peer | ratio | goal | result |"
@@ -172,7 +193,8 @@ QG_INC_NODE_BYTES=$(json qg_inc '["counts"]["delta_node_bytes"]')
     r=$(python3 -c "print(f'{100 * $QG_INC_BYTES / $QG_FULL_BYTES:.2f}')")
     echo "| incremental after the $CHANGE_PCT% change: bytes | $(python3 -c "print(f'{$QG_INC_BYTES / 1024:.1f}')") KiB plain, $(python3 -c "print(f'{$QG_INC_ENC_BYTES / 1024:.1f}')") KiB --encrypt ($r% of the full; $QG_INC_DELTAS commit delta instead of $QG_INC_NODES tree nodes of $(mib "$QG_INC_NODE_BYTES") MiB) | restic 2nd snapshot +$(mib "$RESTIC_INC_BYTES") MiB | $(python3 -c "print(f'{$QG_INC_BYTES / $RESTIC_INC_BYTES:.4f}')")× restic | ≤ 2% of the full, smaller than restic | $(python3 -c "print('met' if $r <= 2 and $QG_INC_BYTES < $RESTIC_INC_BYTES else '**missed**')") |"
     echo "| incremental after the $CHANGE_PCT% change: time | $(secs qg_inc) s | restic $(secs restic_inc) s | $(ratio "$(secs qg_inc)" "$(secs restic_inc)")× | faster than restic | $(python3 -c "print('met' if $(secs qg_inc) < $(secs restic_inc) else '**missed**')") |"
-    echo "| restore, full + incremental (RTO) | $(secs qg_restore) s plain, $(secs qg_restore_enc) s --encrypt (incl. the fsck-equivalent check) | restic restore $(secs restic_restore) s | $(ratio "$(secs qg_restore)" "$(secs restic_restore)")× | faster than restic | $(python3 -c "print('met' if $(secs qg_restore) < $(secs restic_restore) else '**missed**')") |"
+    read -r QG_RESTORE_MED RESTIC_RESTORE_MED <"$WORK/restore-medians.out"
+    echo "| restore, full + incremental (RTO; median of $RESTORE_RUNS, alternating) | $QG_RESTORE_MED s (one run: $(secs qg_restore) s plain, $(secs qg_restore_enc) s --encrypt; incl. the fsck-equivalent check) | restic restore $RESTIC_RESTORE_MED s (one run: $(secs restic_restore) s) | $(ratio "$QG_RESTORE_MED" "$RESTIC_RESTORE_MED")× | faster than restic | $(python3 -c "print('met' if $QG_RESTORE_MED < $RESTIC_RESTORE_MED else '**missed**')") |"
     maxrss=$(python3 -c "print(max($(rss_mib qg_full), $(rss_mib qg_full_enc), $(rss_mib qg_inc), $(rss_mib qg_restore), $(rss_mib qg_restore_enc)))")
     echo "| peak RSS | full $(rss_mib qg_full) MiB, --encrypt $(rss_mib qg_full_enc) MiB, incremental $(rss_mib qg_inc) MiB, restore $(rss_mib qg_restore) MiB, --encrypt $(rss_mib qg_restore_enc) MiB | restic backup $(rss_mib restic_full) MiB, restore $(rss_mib restic_restore) MiB | - | < 100 MiB | $(python3 -c "print('met' if $maxrss < 100 else '**missed**')") |"
 } >"$RESULTS"
