@@ -4,6 +4,11 @@
 //! and land in the database only in [`ObjectSet::flush`], which callers run
 //! inside the same transaction that moves the ref, so a crash never leaves a
 //! ref pointing at objects that were not written.
+//!
+//! The CPU-heavy parts use every core (see [`crate::parallel`]): new objects
+//! are addressed at once but compressed and sealed in batches, and a caller
+//! that knows which nodes it will read next can have them decoded ahead
+//! ([`ObjectSet::prefetch_nodes`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
