@@ -36,6 +36,7 @@
 //! # Ok::<(), qg_backup::Error>(())
 //! ```
 
+pub(crate) mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod check;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use qg_store::audit::{Event, Outcome};
-use qg_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{manifest_name, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
@@ -56,6 +55,8 @@ pub struct PruneResult {
     pub removed_bytes: u64,
     /// Streams of interrupted backups (no manifest, older than a day) removed.
     pub incomplete_removed: Vec<String>,
+    /// What went wrong without failing the run (the audit record).
+    pub warnings: Vec<String>,
 }
 
 /// A retention rule: its name, how many buckets it keeps, and the bucket of a time.
@@ -105,29 +106,31 @@ fn iso_week(created: &str) -> String {
 }
 
 pub fn prune(opts: &PruneOptions) -> Result<PruneResult> {
-    let result = run(opts);
+    let mut result = run(opts);
     if let Some(path) = &opts.record_in {
-        if let Ok(store) = Store::open(path) {
-            let (outcome, detail) = match &result {
-                Ok(r) => (
-                    Outcome::Success,
-                    serde_json::json!({
-                        "target": r.target, "dry_run": r.dry_run, "kept": r.kept.len(),
-                        "removed": r.removed.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
-                        "removed_bytes": r.removed_bytes,
-                    }),
-                ),
-                Err(e) => (
-                    Outcome::Failure,
-                    serde_json::json!({"target": opts.from, "error": e.to_string()}),
-                ),
-            };
-            let _ = store.record(
-                &Event::new(store.actor(), "prune.backup")
-                    .target(opts.from.clone())
-                    .outcome(outcome)
-                    .detail(detail),
-            );
+        let (outcome, detail) = match &result {
+            Ok(r) => (
+                Outcome::Success,
+                serde_json::json!({
+                    "target": r.target, "dry_run": r.dry_run, "kept": r.kept.len(),
+                    "removed": r.removed.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
+                    "removed_bytes": r.removed_bytes,
+                }),
+            ),
+            Err(e) => (
+                Outcome::Failure,
+                serde_json::json!({"target": opts.from, "error": e.to_string()}),
+            ),
+        };
+        let warning = crate::audit::record_if_present(path, |store| {
+            Event::new(store.actor(), "prune.backup")
+                .target(opts.from.clone())
+                .outcome(outcome)
+                .detail(detail)
+        });
+        // a failed prune's error is what the operator must see
+        if let (Ok(r), Some(w)) = (&mut result, warning) {
+            r.warnings.push(w);
         }
     }
     result
@@ -209,6 +212,7 @@ fn run(opts: &PruneOptions) -> Result<PruneResult> {
         kept,
         removed,
         incomplete_removed,
+        warnings: Vec::new(),
     })
 }
 

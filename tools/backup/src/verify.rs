@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use qg_store::audit::{Event, Outcome};
 use qg_store::progress::Progress;
-use qg_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{authenticate, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
@@ -200,37 +199,39 @@ pub(crate) fn check_stream<R: Read>(
 
 pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = Instant::now();
-    let result = run(opts, progress).map(|mut r| {
+    let mut result = run(opts, progress).map(|mut r| {
         r.duration_ms = started.elapsed().as_millis() as u64;
         r
     });
     if let Some(path) = &opts.record_in {
-        if let Ok(store) = Store::open(path) {
-            let (outcome, detail) = match &result {
-                Ok(r) => (
-                    if r.is_clean() {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    },
-                    serde_json::json!({
-                        "target": r.target, "id": opts.id, "read_data": opts.read_data,
-                        "backups": r.backups, "read": r.read.len(), "bytes": r.bytes_read,
-                        "problems": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                        "duration_ms": r.duration_ms,
-                    }),
-                ),
-                Err(e) => (
-                    Outcome::Failure,
-                    serde_json::json!({"target": opts.from, "error": e.to_string()}),
-                ),
-            };
-            let _ = store.record(
-                &Event::new(store.actor(), "verify.backup")
-                    .target(opts.from.clone())
-                    .outcome(outcome)
-                    .detail(detail),
-            );
+        let (outcome, detail) = match &result {
+            Ok(r) => (
+                if r.is_clean() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                serde_json::json!({
+                    "target": r.target, "id": opts.id, "read_data": opts.read_data,
+                    "backups": r.backups, "read": r.read.len(), "bytes": r.bytes_read,
+                    "problems": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "duration_ms": r.duration_ms,
+                }),
+            ),
+            Err(e) => (
+                Outcome::Failure,
+                serde_json::json!({"target": opts.from, "error": e.to_string()}),
+            ),
+        };
+        let warning = crate::audit::record_if_present(path, |store| {
+            Event::new(store.actor(), "verify.backup")
+                .target(opts.from.clone())
+                .outcome(outcome)
+                .detail(detail)
+        });
+        // a failed verify's error is what the operator must see
+        if let (Ok(r), Some(w)) = (&mut result, warning) {
+            r.warnings.push(w);
         }
     }
     result

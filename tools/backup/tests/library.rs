@@ -602,3 +602,66 @@ fn api_tokens_and_protected_branches_come_back() {
         );
     }
 }
+
+#[test]
+fn a_run_whose_audit_record_fails_says_so_in_a_warning() {
+    let fx = Fx::new();
+    fx.commit("default", None, &quads("a", 20), "");
+    let target = fx.dir.path().join("t").display().to_string();
+    full_to(&fx, &target, None);
+    // the store is there, but refuses new audit entries
+    let audit_rows = |fx: &Fx| -> i64 {
+        rusqlite::Connection::open(fx.data.join("qg.sqlite"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap()
+    };
+    rusqlite::Connection::open(fx.data.join("qg.sqlite"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER frozen BEFORE INSERT ON audit \
+             BEGIN SELECT RAISE(ABORT, 'audit log frozen by the test'); END;",
+        )
+        .unwrap();
+    let before = audit_rows(&fx);
+
+    let v = verify(
+        &VerifyOptions {
+            from: target.clone(),
+            record_in: Some(fx.data.clone()),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(v.is_clean(), "{:?}", v.problems);
+    let p = qg_backup::prune::prune(&qg_backup::prune::PruneOptions {
+        from: target.clone(),
+        keep_last: 5,
+        dry_run: true,
+        record_in: Some(fx.data.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    for (what, warnings) in [("verify", &v.warnings), ("prune", &p.warnings)] {
+        assert!(
+            warnings.iter().any(
+                |w| w.contains("could not record this run") && w.contains("frozen by the test")
+            ),
+            "{what}: {warnings:?}"
+        );
+    }
+    assert_eq!(audit_rows(&fx), before);
+
+    // no store at the path (a recovery host): nothing recorded, no warning
+    let elsewhere = fx.dir.path().join("no-store-here");
+    let p = qg_backup::prune::prune(&qg_backup::prune::PruneOptions {
+        from: target,
+        keep_last: 5,
+        dry_run: true,
+        record_in: Some(elsewhere),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}

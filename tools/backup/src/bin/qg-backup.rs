@@ -391,12 +391,12 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<i32, Error> {
                 },
                 &bars,
             )?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             if g.json {
                 cli::print_json(&r)?;
             } else {
-                for w in &r.warnings {
-                    eprintln!("warning: {w}");
-                }
                 for p in &r.problems {
                     println!("DAMAGED {p}");
                 }
@@ -448,6 +448,9 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<i32, Error> {
                 s3,
                 record_in: Some(g.data.clone()),
             })?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             if g.json {
                 cli::print_json(&r)?;
             } else {

@@ -1,0 +1,25 @@
+//! Recording qg-backup's runs in the store's audit log, where evidence
+//! reports and the "last successful backup" metric read them.
+//!
+//! `verify`, `prune` and `restore` may run on a host without the live store
+//! (a disaster-recovery machine, a backup server): there they record nothing.
+//! Where the store is there but the record fails, the run says so in a
+//! warning instead of dropping it.
+
+use std::path::Path;
+
+use qg_store::audit::Event;
+use qg_store::Store;
+
+/// Record the event `make` builds in the store at `path`, if a store is
+/// there. Returns a warning when the store is there and the record failed.
+pub(crate) fn record_if_present(path: &Path, make: impl FnOnce(&Store) -> Event) -> Option<String> {
+    let store = Store::open(path).ok()?;
+    let event = make(&store);
+    store.record(&event).err().map(|e| {
+        format!(
+            "could not record this run in the audit log of {}: {e}",
+            path.display()
+        )
+    })
+}
