@@ -184,10 +184,9 @@ fn move_into_place(staging: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(staging.join(db), dest.join(db))
         .map_err(|e| Error::io("move into place", dest.join(db).display(), e))?;
     std::fs::remove_dir(staging).map_err(|e| Error::io("remove", staging.display(), e))?;
-    if let Ok(d) = std::fs::File::open(dest) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    std::fs::File::open(dest)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dest.display(), e))
 }
 
 /// Record the restore in the live store as a restore test, when asked and

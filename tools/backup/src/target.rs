@@ -394,12 +394,14 @@ impl Write for DirUpload {
     }
 }
 
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+/// Make the directory entry of `path` durable (the rename that published it).
+fn sync_dir(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir.display(), e))
 }
 
 impl Upload for DirUpload {
@@ -413,8 +415,7 @@ impl Upload for DirUpload {
         drop(f);
         std::fs::rename(&self.partial, &self.final_path)
             .map_err(|e| Error::io("rename into place", self.final_path.display(), e))?;
-        sync_dir(&self.final_path);
-        Ok(())
+        sync_dir(&self.final_path)
     }
 
     fn abort(mut self: Box<Self>) {
