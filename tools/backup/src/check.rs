@@ -178,6 +178,47 @@ impl NodeInfo {
         })
     }
 
+    /// Bytes for [`NodeIndex`]'s database.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(21 + self.children.len() * 48);
+        out.push(self.level);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&(self.children.len() as u32).to_le_bytes());
+        for (id, count, key) in self.children.iter() {
+            out.extend_from_slice(&id.0);
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&key.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<NodeInfo> {
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        let n = u32::from_le_bytes(b.get(17..21)?.try_into().ok()?) as usize;
+        if b.len() != 21 + n * 48 {
+            return None;
+        }
+        let children = (0..n)
+            .map(|i| {
+                let at = 21 + i * 48;
+                Some((
+                    ObjectId::from_slice(&b[at..at + 32])?,
+                    u64_at(at + 32)?,
+                    u64_at(at + 40)?,
+                ))
+            })
+            .collect::<Option<Box<[_]>>>()?;
+        Some(NodeInfo {
+            level: *b.first()?,
+            count: u64_at(1)?,
+            first: u64_at(9)?,
+            children,
+        })
+    }
+
     pub fn of(node: &Node) -> NodeInfo {
         NodeInfo {
             level: node.level,
@@ -202,6 +243,194 @@ impl NodeInfo {
     }
 }
 
+/// Tree nodes the final check keeps in memory by default before it moves
+/// them to a temporary database (about 320 bytes each with the map's
+/// overhead: some 32 MiB, a store of about four million quads).
+pub const MEMORY_NODES: usize = 100_000;
+
+/// What a restore learnt of every tree node it wrote ([`NodeInfo`] per
+/// namespace and id), for the final check. Held in memory up to a number of
+/// nodes, then in a temporary SQLite database in the restore's staging
+/// directory, so that restore memory stays bounded whatever the store size.
+pub struct NodeIndex {
+    limit: usize,
+    len: usize,
+    memory: HashMap<String, HashMap<ObjectId, NodeInfo>>,
+    /// Nodes the walk has checked (memory mode; on disk it is a column).
+    checked: HashMap<String, HashSet<ObjectId>>,
+    spill_dir: std::path::PathBuf,
+    disk: Option<DiskNodes>,
+}
+
+struct DiskNodes {
+    conn: rusqlite::Connection,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeIndex {
+    /// An index that keeps up to `limit` nodes in memory and then moves them
+    /// all to a temporary database created in `spill_dir`.
+    pub fn new(limit: usize, spill_dir: &std::path::Path) -> NodeIndex {
+        NodeIndex {
+            limit,
+            len: 0,
+            memory: HashMap::new(),
+            checked: HashMap::new(),
+            spill_dir: spill_dir.to_path_buf(),
+            disk: None,
+        }
+    }
+
+    /// Whether the nodes moved to the temporary database.
+    pub fn on_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    pub fn insert(&mut self, ns: &str, id: ObjectId, info: NodeInfo) -> Result<()> {
+        if self.disk.is_none() && self.len >= self.limit {
+            self.spill()?;
+        }
+        match &self.disk {
+            Some(d) => {
+                d.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO nodes(ns, id, info, checked) VALUES (?1, ?2, ?3, 0)",
+                    )
+                    .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..], info.encode()]))
+                    .map_err(qg_store::Error::from)?;
+            }
+            None => {
+                if self
+                    .memory
+                    .entry(ns.to_string())
+                    .or_default()
+                    .insert(id, info)
+                    .is_none()
+                {
+                    self.len += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, ns: &str, id: &ObjectId) -> Result<()> {
+        match &self.disk {
+            Some(d) => {
+                d.conn
+                    .execute(
+                        "DELETE FROM nodes WHERE ns = ?1 AND id = ?2",
+                        rusqlite::params![ns, &id.0[..]],
+                    )
+                    .map_err(qg_store::Error::from)?;
+            }
+            None => {
+                if let Some(m) = self.memory.get_mut(ns) {
+                    if m.remove(id).is_some() {
+                        self.len -= 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget every node of `ns`.
+    pub fn remove_ns(&mut self, ns: &str) -> Result<()> {
+        match &self.disk {
+            Some(d) => {
+                d.conn
+                    .execute("DELETE FROM nodes WHERE ns = ?1", [ns])
+                    .map_err(qg_store::Error::from)?;
+            }
+            None => {
+                if let Some(m) = self.memory.remove(ns) {
+                    self.len -= m.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The info of node `id` of `ns`, if the restore wrote it.
+    pub fn get(&self, ns: &str, id: &ObjectId) -> Result<Option<std::borrow::Cow<'_, NodeInfo>>> {
+        match &self.disk {
+            Some(d) => {
+                let row: Option<Vec<u8>> = d
+                    .conn
+                    .prepare_cached("SELECT info FROM nodes WHERE ns = ?1 AND id = ?2")
+                    .and_then(|mut s| {
+                        rusqlite::OptionalExtension::optional(
+                            s.query_row(rusqlite::params![ns, &id.0[..]], |r| r.get(0)),
+                        )
+                    })
+                    .map_err(qg_store::Error::from)?;
+                Ok(row
+                    .and_then(|b| NodeInfo::decode(&b))
+                    .map(std::borrow::Cow::Owned))
+            }
+            None => Ok(self
+                .memory
+                .get(ns)
+                .and_then(|m| m.get(id))
+                .map(std::borrow::Cow::Borrowed)),
+        }
+    }
+
+    /// Mark node `id` of `ns` checked; false if it already was.
+    pub fn mark_checked(&mut self, ns: &str, id: &ObjectId) -> Result<bool> {
+        match &self.disk {
+            Some(d) => Ok(d
+                .conn
+                .prepare_cached(
+                    "UPDATE nodes SET checked = 1 WHERE ns = ?1 AND id = ?2 AND checked = 0",
+                )
+                .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..]]))
+                .map_err(qg_store::Error::from)?
+                == 1),
+            None => Ok(match self.checked.get_mut(ns) {
+                Some(set) => set.insert(*id),
+                None => self.checked.entry(ns.to_string()).or_default().insert(*id),
+            }),
+        }
+    }
+
+    /// Move every node to a new temporary database.
+    fn spill(&mut self) -> Result<()> {
+        let dir = tempfile::Builder::new()
+            .prefix(".qg-restore-nodes")
+            .tempdir_in(&self.spill_dir)
+            .map_err(|e| {
+                crate::error::Error::io("create a directory in", self.spill_dir.display(), e)
+            })?;
+        let conn = rusqlite::Connection::open(dir.path().join("nodes.sqlite"))
+            .map_err(qg_store::Error::from)?;
+        // scratch data: a crash loses the restore anyway
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -8192;
+             CREATE TABLE nodes(ns TEXT NOT NULL, id BLOB NOT NULL, info BLOB NOT NULL,
+                                checked INTEGER NOT NULL, PRIMARY KEY(ns, id)) WITHOUT ROWID;
+             BEGIN;",
+        )
+        .map_err(qg_store::Error::from)?;
+        {
+            let mut put = conn
+                .prepare("INSERT INTO nodes(ns, id, info, checked) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(qg_store::Error::from)?;
+            for (ns, nodes) in self.memory.drain() {
+                for (id, info) in nodes {
+                    let checked = self.checked.get(&ns).is_some_and(|c| c.contains(&id));
+                    put.execute(rusqlite::params![ns, &id.0[..], info.encode(), checked])
+                        .map_err(qg_store::Error::from)?;
+                }
+            }
+        }
+        self.checked.clear();
+        self.disk = Some(DiskNodes { conn, _dir: dir });
+        Ok(())
+    }
+}
+
 /// Walk every ref of plaintext namespace `ns` like [`walk`], but take tree
 /// nodes from `nodes` (every node of the namespace, as decoded and re-hashed
 /// when the restore wrote it) instead of reading them back.
@@ -209,64 +438,78 @@ pub fn walk_known(
     store: &Store,
     ns: &str,
     objs: &ObjectSet,
-    nodes: &HashMap<ObjectId, NodeInfo>,
+    nodes: &mut NodeIndex,
     progress: &dyn Progress,
     out: &mut Walk,
 ) -> Result<()> {
     let snap = Snapshot::begin(store.db())?;
-    let mut checked: HashSet<ObjectId> = HashSet::new();
+    // an error of the index itself ends the walk and is the result
+    let mut failed = None;
     walk_history(&snap, ns, objs, progress, out, |tree, count| {
-        known_subtree(nodes, tree, None, &mut checked, count).map(|(n, _)| n)
-    })
+        if failed.is_some() {
+            return Err((*tree, "not checked: the check stopped".into()));
+        }
+        match known_subtree(nodes, ns, tree, None, count) {
+            Ok(checked) => checked.map(|(n, _)| n),
+            Err(e) => {
+                failed = Some(e);
+                Err((*tree, "not checked: the check stopped".into()))
+            }
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 fn known_subtree(
-    nodes: &HashMap<ObjectId, NodeInfo>,
+    nodes: &mut NodeIndex,
+    ns: &str,
     id: &ObjectId,
     level: Option<u8>,
-    checked: &mut HashSet<ObjectId>,
     visited: &mut u64,
-) -> Checked<(u64, u64)> {
-    let node = nodes.get(id).ok_or_else(|| {
-        (
+) -> Result<Checked<(u64, u64)>> {
+    let Some(node) = nodes.get(ns, id)?.map(std::borrow::Cow::into_owned) else {
+        return Ok(Err((
             *id,
             "missing (no tree node with this id was restored)".to_string(),
-        )
-    })?;
-    if !checked.insert(*id) {
-        return Ok((node.count, node.first));
+        )));
+    };
+    if !nodes.mark_checked(ns, id)? {
+        return Ok(Ok((node.count, node.first)));
     }
     *visited += 1;
     if let Some(l) = level {
         if node.level != l {
-            return Err((
+            return Ok(Err((
                 *id,
                 format!("node is at level {} where level {l} belongs", node.level),
-            ));
+            )));
         }
     }
     if (node.level == 0) != node.children.is_empty() {
-        return Err((*id, "its children do not match its level".into()));
+        return Ok(Err((*id, "its children do not match its level".into())));
     }
     for (i, (child, count, key)) in node.children.iter().enumerate() {
         if *key == u64::MAX {
-            return Err((*id, "it has more children than keys".into()));
+            return Ok(Err((*id, "it has more children than keys".into())));
         }
-        let (n, first) = known_subtree(nodes, child, Some(node.level - 1), checked, visited)?;
+        let (n, first) = match known_subtree(nodes, ns, child, Some(node.level - 1), visited)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
         if n != *count {
-            return Err((
+            return Ok(Err((
                 *id,
                 format!("child {child} holds {n} keys, parent says {count}"),
-            ));
+            )));
         }
         if first != *key {
-            return Err((
+            return Ok(Err((
                 *id,
                 format!("entry {i} does not carry its child's first key"),
-            ));
+            )));
         }
     }
-    Ok((node.count, node.first))
+    Ok(Ok((node.count, node.first)))
 }
 
 /// Check a subtree; returns its key count and first key.
@@ -360,5 +603,50 @@ mod tests {
             );
         }
         assert!(NodeInfo::of_payload(&[0, 5, 0]).is_err(), "truncated");
+    }
+
+    fn info(i: u8, children: usize) -> NodeInfo {
+        NodeInfo {
+            level: u8::from(children > 0),
+            count: 100 + u64::from(i),
+            first: 7 * u64::from(i),
+            children: (0..children)
+                .map(|c| (ObjectId([i ^ c as u8; 32]), c as u64, u64::MAX - c as u64))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_node_index_answers_the_same_before_and_after_moving_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = NodeIndex::new(4, dir.path());
+        let id = |i: u8| ObjectId([i; 32]);
+        for i in 0..4 {
+            idx.insert("a", id(i), info(i, usize::from(i))).unwrap();
+        }
+        assert!(!idx.on_disk());
+        assert!(idx.mark_checked("a", &id(1)).unwrap());
+        // the fifth node moves them all to a database in `dir`
+        idx.insert("b", id(9), info(9, 3)).unwrap();
+        assert!(idx.on_disk());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        for i in 0..4 {
+            let got = idx.get("a", &id(i)).unwrap().unwrap();
+            assert!(same(&got, &info(i, usize::from(i))), "{got:?}");
+        }
+        assert!(same(&idx.get("b", &id(9)).unwrap().unwrap(), &info(9, 3)));
+        assert!(idx.get("b", &id(1)).unwrap().is_none(), "per namespace");
+        // checks made before the move are kept; each node is checked once
+        assert!(!idx.mark_checked("a", &id(1)).unwrap());
+        assert!(idx.mark_checked("a", &id(2)).unwrap());
+        assert!(!idx.mark_checked("a", &id(2)).unwrap());
+        assert!(!idx.mark_checked("a", &id(77)).unwrap(), "an unknown node");
+        idx.remove("a", &id(0)).unwrap();
+        assert!(idx.get("a", &id(0)).unwrap().is_none());
+        idx.remove_ns("b").unwrap();
+        assert!(idx.get("b", &id(9)).unwrap().is_none());
+        assert!(idx.get("a", &id(3)).unwrap().is_some());
+        drop(idx);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "removed");
     }
 }

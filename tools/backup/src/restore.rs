@@ -51,6 +51,10 @@ pub struct RestoreOptions {
     /// A live store to record this restore in as a restore test (`restore.test`),
     /// when it exists and is the store the backup was taken of.
     pub record_in: Option<PathBuf>,
+    /// Tree nodes the final check keeps in memory before it moves them to a
+    /// temporary database in the destination (default
+    /// [`check::MEMORY_NODES`]): bounds the restore's memory.
+    pub memory_nodes: Option<usize>,
 }
 
 /// The checks run on the restored store before it is moved into place.
@@ -75,6 +79,9 @@ pub struct RestoreCheck {
     /// tree id, and the tree nodes they wrote (included in `objects_verified`).
     pub trees_rebuilt: u64,
     pub nodes_rebuilt: u64,
+    /// The walk's tree nodes outgrew memory (`memory_nodes`) and were held in
+    /// a temporary database instead.
+    pub nodes_on_disk: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -309,7 +316,11 @@ fn restore_into(
         Source::Catalog { target, chain }
     };
 
-    let mut a = Applier::new(staging, opts.ns.clone());
+    let mut a = Applier::new(
+        staging,
+        opts.ns.clone(),
+        opts.memory_nodes.unwrap_or(check::MEMORY_NODES),
+    );
     match &source {
         Source::Catalog { target, chain } => {
             for m in chain {
@@ -425,7 +436,7 @@ struct Applier {
     /// Objects re-hashed as they were written.
     verified: u64,
     /// Tree nodes of plaintext namespaces as decoded when written, for the final check.
-    nodes: HashMap<String, HashMap<ObjectId, check::NodeInfo>>,
+    nodes: check::NodeIndex,
     deleted: u64,
     refs: u64,
     bytes: u64,
@@ -456,7 +467,7 @@ struct StreamState {
 }
 
 impl Applier {
-    fn new(staging: &Path, filter: Option<String>) -> Applier {
+    fn new(staging: &Path, filter: Option<String>, memory_nodes: usize) -> Applier {
         Applier {
             staging: staging.to_path_buf(),
             filter,
@@ -468,7 +479,7 @@ impl Applier {
             namespaces: BTreeMap::new(),
             objects: 0,
             verified: 0,
-            nodes: HashMap::new(),
+            nodes: check::NodeIndex::new(memory_nodes, staging),
             deleted: 0,
             refs: 0,
             bytes: 0,
@@ -592,7 +603,7 @@ impl Applier {
                 for name in st.existing.keys() {
                     if !st.seen.contains(name) {
                         self.w.as_ref().expect("open").drop_namespace(name)?;
-                        self.nodes.remove(name);
+                        self.nodes.remove_ns(name)?;
                     }
                 }
                 self.w().clear_key_state(filter.as_deref())?;
@@ -690,9 +701,7 @@ impl Applier {
                 st.records_hash.add(&IndexEntry::delete(&ns, id));
                 if self.wants(&ns) {
                     self.w().delete_object(&ns, &id)?;
-                    if let Some(m) = self.nodes.get_mut(&ns) {
-                        m.remove(&id);
-                    }
+                    self.nodes.remove(&ns, &id)?;
                     self.deleted += 1;
                 }
             }
@@ -702,7 +711,7 @@ impl Applier {
                 if self.wants(&ns) {
                     // the chain no longer vouches for what it held of `ns`
                     self.deleted += self.w().delete_objects(&ns)?;
-                    self.nodes.remove(&ns);
+                    self.nodes.remove_ns(&ns)?;
                 }
             }
             Record::Delta(d) => {
@@ -732,10 +741,9 @@ impl Applier {
                 self.nodes_rebuilt += rebuilt.nodes.len() as u64;
                 self.verified += rebuilt.nodes.len() as u64;
                 self.objects += rebuilt.nodes.len() as u64;
-                self.nodes
-                    .entry(d.ns.clone())
-                    .or_default()
-                    .extend(rebuilt.nodes);
+                for (id, info) in rebuilt.nodes {
+                    self.nodes.insert(&d.ns, id, info)?;
+                }
             }
             Record::Index(entries) => {
                 for e in entries {
@@ -813,7 +821,7 @@ impl Applier {
                 Verified::Rehashed => self.verified += 1,
                 Verified::Node(info) => {
                     self.verified += 1;
-                    self.nodes.entry(ns.clone()).or_default().insert(id, *info);
+                    self.nodes.insert(&ns, id, *info)?;
                 }
                 Verified::Structural => {}
             }
@@ -876,9 +884,7 @@ impl Applier {
         for (ns, encrypted) in &self.namespaces {
             if !*encrypted {
                 let objs = ObjectSet::new(store.db(), ns);
-                let empty = HashMap::new();
-                let nodes = self.nodes.get(ns).unwrap_or(&empty);
-                check::walk_known(&store, ns, &objs, nodes, progress, &mut walk)?;
+                check::walk_known(&store, ns, &objs, &mut self.nodes, progress, &mut walk)?;
                 continue;
             }
             match store.objects(ns) {
@@ -908,6 +914,7 @@ impl Applier {
         check.tree_nodes = walk.nodes;
         check.trees_rebuilt = self.trees_rebuilt;
         check.nodes_rebuilt = self.nodes_rebuilt;
+        check.nodes_on_disk = self.nodes.on_disk();
         check.refs = walk.refs;
         if !problems.is_empty() {
             return Err(Error::CheckFailed(format!(

@@ -23,12 +23,24 @@ fn restore_id(
     to: &Path,
     keys: Option<&KeyOptions>,
 ) -> qg_backup::restore::RestoreResult {
+    restore_id_with(from, id, to, keys, None)
+}
+
+/// [`restore_id`] with the final check's in-memory node limit.
+fn restore_id_with(
+    from: &str,
+    id: &str,
+    to: &Path,
+    keys: Option<&KeyOptions>,
+    memory_nodes: Option<usize>,
+) -> qg_backup::restore::RestoreResult {
     restore_with_keys(
         &RestoreOptions {
             from: from.into(),
             id: Some(id.into()),
             to: to.to_path_buf(),
             keys: keys.cloned().unwrap_or_default(),
+            memory_nodes,
             ..Default::default()
         },
         Some(keyring()),
@@ -85,9 +97,21 @@ fn three_states(fx: &Fx, target: &str, keys: Option<&KeyOptions>) -> Vec<(String
 }
 
 fn check_restores(fx: &Fx, target: &str, points: &[(String, State)], keys: Option<&KeyOptions>) {
+    check_restores_with(fx, target, points, keys, None, "restored");
+}
+
+fn check_restores_with(
+    fx: &Fx,
+    target: &str,
+    points: &[(String, State)],
+    keys: Option<&KeyOptions>,
+    memory_nodes: Option<usize>,
+    prefix: &str,
+) {
     for (i, (id, want)) in points.iter().enumerate() {
-        let dest = fx.path(&format!("restored-{i}"));
-        let r = restore_id(target, id, &dest, keys);
+        let dest = fx.path(&format!("{prefix}-{i}"));
+        let r = restore_id_with(target, id, &dest, keys, memory_nodes);
+        assert_eq!(r.check.nodes_on_disk, memory_nodes.is_some(), "point {i}");
         assert_eq!(r.chain.len(), i + 1);
         assert_eq!(r.check.decrypted_namespaces, vec!["vault".to_string()]);
         let restored = open(&dest);
@@ -183,6 +207,9 @@ fn round_trip_every_point_of_a_chain() {
     let target = fx.target("backups");
     let points = three_states(&fx, &target, None);
     check_restores(&fx, &target, &points, None);
+    // the same with the final check's nodes moved to a temporary database
+    // after the first few (what bounds memory on a large store)
+    check_restores_with(&fx, &target, &points, None, Some(3), "restored-on-disk");
 
     // --at picks the newest backup at or before a time
     let cat = qg_backup::list::list(&qg_backup::list::ListOptions {
@@ -539,26 +566,30 @@ fn restore_check_rejects_a_store_missing_a_tree_node() {
             &NoProgress,
         )
         .unwrap();
-        let dest = fx.path("restored");
-        let err = restore(
-            &RestoreOptions {
-                from: target,
-                to: dest.clone(),
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("failed its check") && text.contains(&root.to_hex()),
-            "{text}"
-        );
-        assert_eq!(err.kind(), qg_store::ErrorKind::Failed);
-        assert!(
-            !dest.exists(),
-            "nothing is left of a restore that failed its check"
-        );
+        // with the final check's nodes in memory, and moved to disk
+        for memory_nodes in [None, Some(2)] {
+            let dest = fx.path(&format!("restored-{memory_nodes:?}"));
+            let err = restore(
+                &RestoreOptions {
+                    from: target.clone(),
+                    to: dest.clone(),
+                    memory_nodes,
+                    ..Default::default()
+                },
+                &NoProgress,
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("failed its check") && text.contains(&root.to_hex()),
+                "{memory_nodes:?}: {text}"
+            );
+            assert_eq!(err.kind(), qg_store::ErrorKind::Failed);
+            assert!(
+                !dest.exists(),
+                "nothing is left of a restore that failed its check"
+            );
+        }
     }
 }
 

@@ -323,6 +323,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<i32, Error> {
                     keys: keys.options(),
                     s3,
                     record_in: Some(g.data.clone()),
+                    memory_nodes: None,
                 },
                 keyring,
                 &bars,
