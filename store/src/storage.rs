@@ -729,6 +729,13 @@ impl Db {
         Ok(live)
     }
 
+    /// Limit this connection's page cache to `kib` KiB. A job that reads
+    /// every page once gains nothing from the default 64 MiB, and would hold
+    /// all of it.
+    pub fn set_cache_kib(&self, kib: i64) -> Result<()> {
+        Ok(self.conn.pragma_update(None, "cache_size", -kib)?)
+    }
+
     /// SQLite's own integrity check ("ok" when sound).
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("PRAGMA quick_check")?;

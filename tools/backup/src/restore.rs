@@ -872,6 +872,8 @@ impl Applier {
 
         // Check the restored store as `qg fsck` would, then record the restore in it.
         let mut store = Store::open(&self.staging)?;
+        // the check reads every page once: a small cache keeps memory bounded
+        store.db().set_cache_kib(CHECK_CACHE_KIB)?;
         if let Some(k) = keyring {
             store.set_keyring(k);
         }
@@ -1004,6 +1006,9 @@ pub(crate) fn verify_object(
     }
     Ok(Verified::Structural)
 }
+
+/// Page cache (KiB) of the final check's connection to the restored store.
+const CHECK_CACHE_KIB: i64 = 8 * 1024;
 
 /// Object records waiting to be checked together.
 #[derive(Default)]

@@ -388,9 +388,11 @@ fn damage_missing_middle_incremental() {
     assert!(v.stdout.contains(&mid), "{}", v.stdout);
     let l = run(&["list", "--from", &target], &[]).ok();
     assert!(l.stdout.contains("BROKEN"), "{}", l.stdout);
-    // the full backup alone still restores
-    run(
+    // the full backup alone still restores (here with the final check's
+    // nodes in a temporary database after the second one)
+    let r = run(
         &[
+            "--json",
             "restore",
             "--from",
             &target,
@@ -398,10 +400,13 @@ fn damage_missing_middle_incremental() {
             &full,
             "--to",
             &fx.target("r-full"),
+            "--memory-nodes",
+            "2",
         ],
         &[],
     )
     .ok();
+    assert!(r.stdout.contains("\"nodes_on_disk\": true"), "{}", r.stdout);
     // through stdin the gap is just as clear
     let r = sh(
         &format!(

@@ -99,6 +99,10 @@ enum Command {
         /// The new data directory (must not exist, or be empty).
         #[arg(long, value_name = "NEWDATA")]
         to: PathBuf,
+        /// Tree nodes the final check keeps in memory; past that it uses a
+        /// temporary database in NEWDATA (slower, bounded memory).
+        #[arg(long, value_name = "N", default_value_t = qg_backup::check::MEMORY_NODES)]
+        memory_nodes: usize,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -309,6 +313,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<i32, Error> {
             id,
             at,
             to,
+            memory_nodes,
             keys,
         } => {
             // with QUADGIT_MASTER_KEY (and QG_PASSWORD) the check also decrypts encrypted namespaces
@@ -323,7 +328,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<i32, Error> {
                     keys: keys.options(),
                     s3,
                     record_in: Some(g.data.clone()),
-                    memory_nodes: None,
+                    memory_nodes: Some(*memory_nodes),
                 },
                 keyring,
                 &bars,
