@@ -23,6 +23,9 @@ use crate::tree::Node;
 /// Decoded nodes kept in memory; cleared when full (operations touch few nodes
 /// each, and a full scan should not hold the whole tree).
 const CACHE_NODES: usize = 8192;
+/// ... and bytes: 8,192 internal nodes of a large tree would be ~90 MiB.
+/// Enough for the leaves a batch of edits reads and writes.
+const CACHE_BYTES: usize = 24 << 20;
 /// Size of a cache shared across operations (see [`SharedNodes`]).
 const SHARED_NODES: usize = 2048;
 
@@ -38,6 +41,9 @@ pub struct ObjectSet<'a> {
     ns: String,
     sealer: Box<dyn Sealer + 'a>,
     cache: RefCell<HashMap<ObjectId, Arc<Node>>>,
+    /// Approximate heap bytes of `cache`, and their limit.
+    cache_bytes: std::cell::Cell<usize>,
+    cache_limit: usize,
     shared: Option<SharedNodes>,
     pending: RefCell<Pending>,
 }
@@ -82,6 +88,8 @@ impl<'a> ObjectSet<'a> {
             ns: ns.to_string(),
             sealer,
             cache: RefCell::new(HashMap::new()),
+            cache_bytes: std::cell::Cell::new(0),
+            cache_limit: CACHE_BYTES,
             shared: None,
             pending: RefCell::new(Pending::default()),
         }
@@ -115,6 +123,13 @@ impl<'a> ObjectSet<'a> {
             None => {}
         }
         object::decode(&*self.sealer, &self.ns, id, &self.stored(id)?)
+    }
+
+    /// Cache at most `bytes` of decoded nodes (default 24 MiB): for a walk
+    /// that reads each node once, where caching only costs memory.
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_limit = bytes;
+        self
     }
 
     /// Also keep decoded nodes in `shared`, beyond this operation.
@@ -209,10 +224,15 @@ impl<'a> ObjectSet<'a> {
             }
             s.extend(nodes.iter().map(|(id, n)| (*id, n.clone())));
         }
+        let bytes: usize = nodes.iter().map(|(_, n)| n.heap_bytes()).sum();
         let mut cache = self.cache.borrow_mut();
-        if cache.len() + nodes.len() > CACHE_NODES {
+        if cache.len() + nodes.len() > CACHE_NODES
+            || self.cache_bytes.get() + bytes > self.cache_limit
+        {
             cache.clear();
+            self.cache_bytes.set(0);
         }
+        self.cache_bytes.set(self.cache_bytes.get() + bytes);
         cache.extend(nodes);
     }
 
@@ -530,5 +550,26 @@ mod tests {
                 "nothing cached from a failed read"
             );
         }
+    }
+
+    #[test]
+    fn the_node_cache_stays_within_its_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(dir.path(), "test", "now").unwrap();
+        let objs = ObjectSet::new(&db, "a");
+        let ids: Vec<ObjectId> = (0..64).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
+        db.write(|_| objs.flush()).unwrap();
+        let one = leaf(0).heap_bytes();
+        let small = ObjectSet::new(&db, "a").with_cache_bytes(one * 5);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(*small.node(id).unwrap(), leaf(i));
+            assert!(small.cache_bytes.get() <= one * 5 + one / 2);
+            assert!(small.cache.borrow().len() <= 5);
+        }
+        small.prefetch_nodes(&ids[..20]).unwrap();
+        assert!(
+            small.cache.borrow().len() <= 20,
+            "a window larger than the budget replaces it"
+        );
     }
 }

@@ -204,6 +204,14 @@ impl Node {
         self.level == 0
     }
 
+    /// Approximate memory the decoded node holds (for cache budgets).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Node>()
+            + self.keys.bytes()
+            + 4 * self.keys.len()
+            + std::mem::size_of::<Child>() * self.children.len()
+    }
+
     /// Number of keys at or below this node.
     pub fn count(&self) -> u64 {
         if self.is_leaf() {

@@ -245,10 +245,10 @@ impl NodeInfo {
 
 /// Tree nodes the final check keeps in memory by default before it moves
 /// them to a temporary database: about 200 bytes each with the maps'
-/// overhead, some 30 MB, a store of about nine million quads. Measured at
-/// eight million quads (128,754 nodes): peak RSS 68 MB all in memory, 52 MB
-/// with 100,000 in memory, 42 MB with all on disk, which is 1.7x slower.
-pub const MEMORY_NODES: usize = 150_000;
+/// overhead, some 10 MB, a store of about three million quads. Measured on a
+/// full backup of eight million quads (128,754 nodes): peak RSS 68 MB all in
+/// memory, 42 MB all on disk, which made the restore 1.7x slower.
+pub const MEMORY_NODES: usize = 50_000;
 
 /// What a restore learnt of every tree node it wrote ([`NodeInfo`] per
 /// namespace and id), for the final check. Held in memory up to a number of

@@ -43,8 +43,17 @@ use crate::format::IndexEntry;
 const LEVEL: i32 = 3;
 /// Edits applied per batch at restore (each batch has its own node cache).
 const BATCH_EDITS: usize = 512;
-/// A delta is not attempted when the leaves it would read hold more keys than this.
-pub const MAX_DELTA_KEYS: u64 = 4_000_000;
+/// A delta is not attempted when the leaves it would read hold more keys
+/// than this: it bounds the time an incremental spends decoding leaves
+/// (about half a microsecond per key; memory does not grow, leaves are read
+/// one at a time). A scattered 1% change touches about half the leaves, so
+/// this covers stores of about 60 million quads.
+pub const MAX_DELTA_KEYS: u64 = 64_000_000;
+/// Decoded nodes kept while planning a delta (each is read once).
+const PLAN_CACHE_BYTES: usize = 1 << 20;
+/// Decoded nodes kept per batch of a rebuild (a batch reads and writes at
+/// most about a thousand leaves).
+const REBUILD_CACHE_BYTES: usize = 16 << 20;
 /// Nor kept when it encodes to more than this (a record is at most 64 MiB).
 pub const MAX_DELTA_BYTES: usize = 32 << 20;
 
@@ -619,8 +628,8 @@ pub fn plan(
             complete.insert(id);
             continue;
         }
-        // a fresh node cache per commit keeps memory bounded
-        let objs = ObjectSet::new(db, ns);
+        // a fresh, small node cache per commit: the walk reads each node once
+        let objs = ObjectSet::new(db, ns).with_cache_bytes(PLAN_CACHE_BYTES);
         let Ok(div) = tree::divergence(&objs, &pc.tree, &c.tree) else {
             continue;
         };
@@ -722,8 +731,9 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
     let mut infos: HashMap<ObjectId, NodeInfo> = HashMap::new();
     let mut root = d.base;
     loop {
-        // a fresh node cache per batch keeps memory bounded
-        let objs = w.objects(&d.ns);
+        // a fresh node cache per batch, enough for the leaves it reads and
+        // writes, keeps memory bounded
+        let objs = w.objects(&d.ns).with_cache_bytes(REBUILD_CACHE_BYTES);
         if pending_rem.is_empty() {
             // positions refer to the base tree, which stays as it is
             let mut pos = Vec::with_capacity(BATCH_EDITS);
@@ -787,11 +797,18 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
     }
     // keep exactly the new nodes of the final tree: not those of the trees
     // between batches, nor the single-child nodes the tree code stores above
-    // a root and skips
-    let keep: HashSet<ObjectId> = tree::divergence(&w.objects(&d.ns), &d.base, &d.tree)?
-        .only_b
-        .into_iter()
-        .collect();
+    // a root and skips. A node the base lacks has only such ancestors (its
+    // id changes theirs), so they are the nodes reachable from the root
+    // through nodes the batches built; no node is read again.
+    let mut keep: HashSet<ObjectId> = HashSet::new();
+    let mut stack = vec![d.tree];
+    while let Some(id) = stack.pop() {
+        if let Some(info) = infos.get(&id) {
+            if keep.insert(id) {
+                stack.extend(info.children.iter().map(|c| c.0));
+            }
+        }
+    }
     let mut nodes = HashMap::new();
     for id in w.objects_since(&d.ns, since)? {
         if keep.contains(&id) {
