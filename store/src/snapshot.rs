@@ -32,7 +32,7 @@ const SNAPSHOT_CACHE_KIB: i64 = 8 * 1024;
 /// the object table once from end to end.
 const SCAN_CACHE_KIB: i64 = 1024;
 /// Page cache (KiB) of the restore writer.
-const RESTORE_CACHE_KIB: i64 = 16 * 1024;
+const RESTORE_CACHE_KIB: i64 = 8 * 1024;
 /// Rows fetched per page by the streaming iterators.
 const PAGE_ROWS: usize = 512;
 /// Rows fetched per page by [`Snapshot::object_ids`] (ids only: small rows).

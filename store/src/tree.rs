@@ -1024,10 +1024,17 @@ pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Diverg
     let mut cand_a = root(ha, a, &ra, level);
     let mut cand_b = root(hb, b, &rb, level);
     loop {
-        let in_a: std::collections::HashSet<ObjectId> = cand_a.iter().map(|c| c.id).collect();
-        let in_b: std::collections::HashSet<ObjectId> = cand_b.iter().map(|c| c.id).collect();
-        cand_a.retain(|c| !in_b.contains(&c.id));
-        cand_b.retain(|c| !in_a.contains(&c.id));
+        // sorted ids rather than hash sets: a level of a large tree has
+        // hundreds of thousands of candidates, and these take a third of the memory
+        let sorted = |cands: &[LeafRef]| {
+            let mut ids: Vec<ObjectId> = cands.iter().map(|c| c.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let (in_a, in_b) = (sorted(&cand_a), sorted(&cand_b));
+        cand_a.retain(|c| in_b.binary_search(&c.id).is_err());
+        cand_b.retain(|c| in_a.binary_search(&c.id).is_err());
+        drop((in_a, in_b));
         out.only_a.extend(cand_a.iter().map(|c| c.id));
         out.only_b.extend(cand_b.iter().map(|c| c.id));
         if level == 0 {

@@ -409,7 +409,7 @@ impl NodeIndex {
             .map_err(qg_store::Error::from)?;
         // scratch data: a crash loses the restore anyway
         conn.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -8192;
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -4096;
              CREATE TABLE nodes(ns TEXT NOT NULL, id BLOB NOT NULL, info BLOB NOT NULL,
                                 checked INTEGER NOT NULL, PRIMARY KEY(ns, id)) WITHOUT ROWID;
              BEGIN;",

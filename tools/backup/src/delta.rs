@@ -53,7 +53,7 @@ pub const MAX_DELTA_KEYS: u64 = 64_000_000;
 const PLAN_CACHE_BYTES: usize = 1 << 20;
 /// Decoded nodes kept per batch of a rebuild (a batch reads and writes at
 /// most about a thousand leaves).
-const REBUILD_CACHE_BYTES: usize = 16 << 20;
+const REBUILD_CACHE_BYTES: usize = 12 << 20;
 /// Nor kept when it encodes to more than this (a record is at most 64 MiB).
 pub const MAX_DELTA_BYTES: usize = 32 << 20;
 
@@ -778,6 +778,12 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
         // what the final check needs of this step's new nodes, from the cache
         let div = tree::divergence(&objs, &root, &next)
             .map_err(|e| damaged(format!("its rebuilt tree cannot be read: {e}")))?;
+        // `infos` holds the built nodes of the current tree only: those of
+        // earlier batches that this one replaced go (a large change replaces
+        // internal nodes hundreds of times)
+        for id in &div.only_a {
+            infos.remove(id);
+        }
         for id in &div.only_b {
             let node = objs
                 .node(id)
@@ -795,29 +801,16 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
             d.tree
         )));
     }
-    // keep exactly the new nodes of the final tree: not those of the trees
-    // between batches, nor the single-child nodes the tree code stores above
-    // a root and skips. A node the base lacks has only such ancestors (its
-    // id changes theirs), so they are the nodes reachable from the root
-    // through nodes the batches built; no node is read again.
-    let mut keep: HashSet<ObjectId> = HashSet::new();
-    let mut stack = vec![d.tree];
-    while let Some(id) = stack.pop() {
-        if let Some(info) = infos.get(&id) {
-            if keep.insert(id) {
-                stack.extend(info.children.iter().map(|c| c.0));
-            }
-        }
-    }
+    // keep exactly the new nodes of the final tree: `infos` holds the built
+    // nodes of the final tree, not those of the trees between batches, nor
+    // the single-child nodes the tree code stores above a root and skips
     let mut nodes = HashMap::new();
     for id in w.objects_since(&d.ns, since)? {
-        if keep.contains(&id) {
-            let info = infos
-                .remove(&id)
-                .ok_or_else(|| damaged(format!("rebuilt node {id} was not seen being built")))?;
-            nodes.insert(id, info);
-        } else {
-            w.delete_object(&d.ns, &id)?;
+        match infos.remove(&id) {
+            Some(info) => {
+                nodes.insert(id, info);
+            }
+            None => w.delete_object(&d.ns, &id)?,
         }
     }
     Ok(Rebuilt { nodes })
