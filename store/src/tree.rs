@@ -1009,32 +1009,23 @@ pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Diverg
     out.nodes_read = 2;
     let (ha, hb) = (ra.level, rb.level);
     let mut level = ha.max(hb);
-    // (id, first key's position, key count) of the candidates at `level`, in key order
-    let root = |h: u8, id: &ObjectId, n: &Node, level: u8| -> Vec<LeafRef> {
-        if h == level {
-            vec![LeafRef {
-                id: *id,
-                start: 0,
-                count: n.count(),
-            }]
-        } else {
-            Vec::new()
-        }
+    let root = |id: &ObjectId, n: &Node| LeafRef {
+        id: *id,
+        start: 0,
+        count: n.count(),
     };
-    let mut cand_a = root(ha, a, &ra, level);
-    let mut cand_b = root(hb, b, &rb, level);
+    // the nodes at `level` that may differ, in key order
+    let mut cand_a = if ha == level {
+        vec![root(a, &ra)]
+    } else {
+        Vec::new()
+    };
+    let mut cand_b = if hb == level {
+        vec![root(b, &rb)]
+    } else {
+        Vec::new()
+    };
     loop {
-        // sorted ids rather than hash sets: a level of a large tree has
-        // hundreds of thousands of candidates, and these take a third of the memory
-        let sorted = |cands: &[LeafRef]| {
-            let mut ids: Vec<ObjectId> = cands.iter().map(|c| c.id).collect();
-            ids.sort_unstable();
-            ids
-        };
-        let (in_a, in_b) = (sorted(&cand_a), sorted(&cand_b));
-        cand_a.retain(|c| in_b.binary_search(&c.id).is_err());
-        cand_b.retain(|c| in_a.binary_search(&c.id).is_err());
-        drop((in_a, in_b));
         out.only_a.extend(cand_a.iter().map(|c| c.id));
         out.only_b.extend(cand_b.iter().map(|c| c.id));
         if level == 0 {
@@ -1043,55 +1034,125 @@ pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Diverg
             return Ok(out);
         }
         let below = level - 1;
-        let expand = |cands: &[LeafRef],
-                      h: u8,
-                      root_id: &ObjectId,
-                      root_node: &Node,
-                      read: &mut u64|
-         -> Result<Vec<LeafRef>> {
-            let mut next = Vec::new();
-            for c in cands {
-                let node = if c.id == *root_id && h == level {
-                    None
-                } else {
-                    *read += 1;
-                    Some(objs.node(&c.id)?)
-                };
-                let node: &Node = node.as_deref().unwrap_or(root_node);
-                if node.level != level || node.children.len() != node.keys.len() {
-                    return Err(crate::error::Error::CorruptObject {
-                        ns: objs.ns().to_string(),
-                        id: c.id,
-                        reason: format!(
-                            "expected an internal node at level {level}, found level {} with {} children for {} keys",
-                            node.level,
-                            node.children.len(),
-                            node.keys.len()
-                        ),
-                    });
-                }
-                let mut start = c.start;
-                for child in &node.children {
-                    next.push(LeafRef {
-                        id: child.id,
-                        start,
-                        count: child.count,
-                    });
-                    start += child.count;
-                }
+        // The children of the differing nodes, merged in key order: a child
+        // both sides have sits at the same first key on both (its keys fix its
+        // place), so it is dropped there; the rest differ. Only those are kept.
+        let mut sa = Children::new(
+            objs,
+            &cand_a,
+            level,
+            (ha == below).then(|| (root(a, &ra), ra.clone())),
+        );
+        let mut sb = Children::new(
+            objs,
+            &cand_b,
+            level,
+            (hb == below).then(|| (root(b, &rb), rb.clone())),
+        );
+        let (mut next_a, mut next_b) = (Vec::new(), Vec::new());
+        loop {
+            let step = match (sa.peek()?, sb.peek()?) {
+                (None, None) => break,
+                (Some((_, x)), None) => (Some(x), None, true, false),
+                (None, Some((_, y))) => (None, Some(y), false, true),
+                (Some((kx, x)), Some((ky, y))) => match kx.cmp(ky) {
+                    Ordering::Less => (Some(x), None, true, false),
+                    Ordering::Greater => (None, Some(y), false, true),
+                    Ordering::Equal if x.id == y.id => (None, None, true, true),
+                    Ordering::Equal => (Some(x), Some(y), true, true),
+                },
+            };
+            let (keep_a, keep_b, next_of_a, next_of_b) = step;
+            next_a.extend(keep_a);
+            next_b.extend(keep_b);
+            if next_of_a {
+                sa.advance();
             }
-            if h == below {
-                next.push(LeafRef {
-                    id: *root_id,
-                    start: 0,
-                    count: root_node.count(),
+            if next_of_b {
+                sb.advance();
+            }
+        }
+        out.nodes_read += sa.read + sb.read;
+        cand_a = next_a;
+        cand_b = next_b;
+        level = below;
+    }
+}
+
+/// The children of some nodes at one level, in key order, each with its
+/// first key as its parent records it and where it sits; or one tree's root,
+/// when that tree's top is the level below.
+struct Children<'c, 'o, 'a> {
+    objs: &'o ObjectSet<'a>,
+    parents: std::slice::Iter<'c, LeafRef>,
+    level: u8,
+    cur: Option<(Arc<Node>, usize, u64)>,
+    root: Option<(LeafRef, Arc<Node>)>,
+    read: u64,
+}
+
+impl<'c, 'o, 'a> Children<'c, 'o, 'a> {
+    fn new(
+        objs: &'o ObjectSet<'a>,
+        parents: &'c [LeafRef],
+        level: u8,
+        root: Option<(LeafRef, Arc<Node>)>,
+    ) -> Self {
+        Children {
+            objs,
+            parents: parents.iter(),
+            level,
+            cur: None,
+            root,
+            read: 0,
+        }
+    }
+
+    fn peek(&mut self) -> Result<Option<(&[u8], LeafRef)>> {
+        if let Some((r, n)) = &self.root {
+            return Ok(Some((n.keys.first().unwrap_or(&[]), *r)));
+        }
+        while !matches!(&self.cur, Some((n, i, _)) if *i < n.children.len()) {
+            let Some(p) = self.parents.next() else {
+                return Ok(None);
+            };
+            self.read += 1;
+            let node = self.objs.node(&p.id)?;
+            if node.level != self.level || node.children.len() != node.keys.len() {
+                return Err(crate::error::Error::CorruptObject {
+                    ns: self.objs.ns().to_string(),
+                    id: p.id,
+                    reason: format!(
+                        "expected an internal node at level {}, found level {} with {} children for {} keys",
+                        self.level,
+                        node.level,
+                        node.children.len(),
+                        node.keys.len()
+                    ),
                 });
             }
-            Ok(next)
-        };
-        cand_a = expand(&cand_a, ha, a, &ra, &mut out.nodes_read)?;
-        cand_b = expand(&cand_b, hb, b, &rb, &mut out.nodes_read)?;
-        level = below;
+            self.cur = Some((node, 0, p.start));
+        }
+        let (n, i, start) = self.cur.as_ref().expect("a current parent");
+        let c = n.children[*i];
+        Ok(Some((
+            &n.keys[*i],
+            LeafRef {
+                id: c.id,
+                start: *start,
+                count: c.count,
+            },
+        )))
+    }
+
+    fn advance(&mut self) {
+        if self.root.take().is_some() {
+            return;
+        }
+        if let Some((n, i, start)) = &mut self.cur {
+            *start += n.children[*i].count;
+            *i += 1;
+        }
     }
 }
 
@@ -1396,6 +1457,23 @@ mod tests {
                     add.iter().filter(|k| !base.contains(*k)).cloned().collect();
                 assert_eq!(removed, want_rem, "case {n}");
                 assert_eq!(added, want_add, "case {n}");
+            }
+            // a tree that is one of the other's subtrees: the merge by key
+            // finds the shared node below the taller tree's top
+            let mut first = objs.node(&a).unwrap();
+            while !first.is_leaf() {
+                first = objs.node(&first.children[0].id).unwrap();
+            }
+            let sub = build(objs, first.keys.iter().map(<[u8]>::to_vec)).unwrap();
+            let (ra, rs) = (all(&a), all(&sub));
+            assert!(ra.is_superset(&rs), "the test needs a shared subtree");
+            for (x, y) in [(a, sub), (sub, a)] {
+                let d = divergence(objs, &x, &y).unwrap();
+                let (rx, ry) = (all(&x), all(&y));
+                let set =
+                    |v: &[ObjectId]| v.iter().copied().collect::<std::collections::HashSet<_>>();
+                assert_eq!(set(&d.only_a), rx.difference(&ry).copied().collect());
+                assert_eq!(set(&d.only_b), ry.difference(&rx).copied().collect());
             }
             assert!(keys_at(objs, &a, &[5, 3]).is_err());
             assert!(keys_at(objs, &a, &[6000]).is_err());
