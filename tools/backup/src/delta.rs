@@ -53,7 +53,7 @@ pub const MAX_DELTA_KEYS: u64 = 64_000_000;
 const PLAN_CACHE_BYTES: usize = 1 << 20;
 /// Decoded nodes kept per batch of a rebuild (a batch reads and writes at
 /// most about a thousand leaves).
-const REBUILD_CACHE_BYTES: usize = 12 << 20;
+const REBUILD_CACHE_BYTES: usize = 16 << 20;
 /// Nor kept when it encodes to more than this (a record is at most 64 MiB).
 pub const MAX_DELTA_BYTES: usize = 32 << 20;
 

@@ -1008,7 +1008,7 @@ pub(crate) fn verify_object(
 }
 
 /// Page cache (KiB) of the final check's connection to the restored store.
-const CHECK_CACHE_KIB: i64 = 8 * 1024;
+const CHECK_CACHE_KIB: i64 = 4 * 1024;
 
 /// Object records waiting to be checked together.
 #[derive(Default)]
