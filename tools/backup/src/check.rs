@@ -302,13 +302,12 @@ impl NodeIndex {
                     .map_err(qg_store::Error::from)?;
             }
             None => {
-                if self
-                    .memory
-                    .entry(ns.to_string())
-                    .or_default()
-                    .insert(id, info)
-                    .is_none()
-                {
+                // no String allocated per node: the namespace is usually there
+                let nodes = match self.memory.get_mut(ns) {
+                    Some(nodes) => nodes,
+                    None => self.memory.entry(ns.to_string()).or_default(),
+                };
+                if nodes.insert(id, info).is_none() {
                     self.len += 1;
                 }
             }
