@@ -8,8 +8,10 @@
 
 use std::path::Path;
 
-use qg_store::audit::Event;
+use qg_store::audit::{Event, Outcome};
 use qg_store::Store;
+
+use crate::error::Result;
 
 /// Record the event `make` builds in the store at `path`, if a store is
 /// there. Returns a warning when the store is there and the record failed.
@@ -21,5 +23,30 @@ pub(crate) fn record_if_present(path: &Path, make: impl FnOnce(&Store) -> Event)
             "could not record this run in the audit log of {}: {e}",
             path.display()
         )
+    })
+}
+
+/// Record a run of `action` on target `from` that ended in `result`: a
+/// failure with its error, or the outcome and detail `success` gives.
+/// Returns the warning of [`record_if_present`].
+pub(crate) fn record_run<T>(
+    path: &Path,
+    action: &str,
+    from: &str,
+    result: &Result<T>,
+    success: impl FnOnce(&T) -> (Outcome, serde_json::Value),
+) -> Option<String> {
+    let (outcome, detail) = match result {
+        Ok(r) => success(r),
+        Err(e) => (
+            Outcome::Failure,
+            serde_json::json!({"target": from, "error": e.to_string()}),
+        ),
+    };
+    record_if_present(path, |store| {
+        Event::new(store.actor(), action)
+            .target(from.to_string())
+            .outcome(outcome)
+            .detail(detail)
     })
 }

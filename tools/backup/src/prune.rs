@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use qg_store::audit::{Event, Outcome};
+use qg_store::audit::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{manifest_name, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
@@ -108,25 +108,15 @@ fn iso_week(created: &str) -> String {
 pub fn prune(opts: &PruneOptions) -> Result<PruneResult> {
     let mut result = run(opts);
     if let Some(path) = &opts.record_in {
-        let (outcome, detail) = match &result {
-            Ok(r) => (
+        let warning = crate::audit::record_run(path, "prune.backup", &opts.from, &result, |r| {
+            (
                 Outcome::Success,
                 serde_json::json!({
                     "target": r.target, "dry_run": r.dry_run, "kept": r.kept.len(),
                     "removed": r.removed.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
                     "removed_bytes": r.removed_bytes,
                 }),
-            ),
-            Err(e) => (
-                Outcome::Failure,
-                serde_json::json!({"target": opts.from, "error": e.to_string()}),
-            ),
-        };
-        let warning = crate::audit::record_if_present(path, |store| {
-            Event::new(store.actor(), "prune.backup")
-                .target(opts.from.clone())
-                .outcome(outcome)
-                .detail(detail)
+            )
         });
         // a failed prune's error is what the operator must see
         if let (Ok(r), Some(w)) = (&mut result, warning) {

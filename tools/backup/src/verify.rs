@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use qg_store::audit::{Event, Outcome};
+use qg_store::audit::Outcome;
 use qg_store::progress::Progress;
 use serde::{Deserialize, Serialize};
 
@@ -204,8 +204,8 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyRep
         r
     });
     if let Some(path) = &opts.record_in {
-        let (outcome, detail) = match &result {
-            Ok(r) => (
+        let warning = crate::audit::record_run(path, "verify.backup", &opts.from, &result, |r| {
+            (
                 if r.is_clean() {
                     Outcome::Success
                 } else {
@@ -217,17 +217,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyRep
                     "problems": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     "duration_ms": r.duration_ms,
                 }),
-            ),
-            Err(e) => (
-                Outcome::Failure,
-                serde_json::json!({"target": opts.from, "error": e.to_string()}),
-            ),
-        };
-        let warning = crate::audit::record_if_present(path, |store| {
-            Event::new(store.actor(), "verify.backup")
-                .target(opts.from.clone())
-                .outcome(outcome)
-                .detail(detail)
+            )
         });
         // a failed verify's error is what the operator must see
         if let (Ok(r), Some(w)) = (&mut result, warning) {
