@@ -559,9 +559,23 @@ impl Applier {
             ..Default::default()
         };
         let mut batch = ObjectBatch::default();
+        // the batch being checked on other threads while this one writes the
+        // batch before it
+        let mut checking: Option<Checking> = None;
         while let Some(rec) = reader.next_record()? {
-            if !matches!(rec, Record::Object { .. }) || batch.is_full() {
-                self.objects(std::mem::take(&mut batch), &mut st, &id, progress)?;
+            let object = matches!(rec, Record::Object { .. });
+            if !object || batch.is_full() {
+                let next = self.start_checks(std::mem::take(&mut batch), &mut st, &id, progress)?;
+                if let Some(prev) = checking.take() {
+                    self.write_checked(prev)?;
+                }
+                checking = next;
+            }
+            if !object {
+                // everything after the objects may need them
+                if let Some(prev) = checking.take() {
+                    self.write_checked(prev)?;
+                }
             }
             let rank = rec.record_type().rank();
             while st.rank < rank {
@@ -573,7 +587,10 @@ impl Applier {
                 rec => self.record(rec, &mut st, &id, progress)?,
             }
         }
-        self.objects(batch, &mut st, &id, progress)?;
+        let last = self.start_checks(batch, &mut st, &id, progress)?;
+        for c in [checking, last].into_iter().flatten() {
+            self.write_checked(c)?;
+        }
         let (end, rest) = reader.finish()?;
         self.bytes += end.bytes;
         self.point = header.created.clone();
@@ -694,7 +711,9 @@ impl Applier {
             Record::Object { ns, id, kind, data } => {
                 let mut one = ObjectBatch::default();
                 one.push(ns, id, kind, data);
-                self.objects(one, st, backup, progress)?;
+                if let Some(c) = self.start_checks(one, st, backup, progress)? {
+                    self.write_checked(c)?;
+                }
             }
             Record::Delete { ns, id } => {
                 st.deleted += 1;
@@ -781,15 +800,20 @@ impl Applier {
         Ok(())
     }
 
-    /// Check a run of object records on every core (decoding and re-hashing
-    /// is most of a restore's work), then write them in stream order.
-    fn objects(
+    /// Start checking a run of object records (decoding and re-hashing is
+    /// most of a restore's work) on other threads, spread over every core,
+    /// so that this one can write the run before it meanwhile. None for an
+    /// empty run.
+    fn start_checks(
         &mut self,
         batch: ObjectBatch,
         st: &mut StreamState,
         backup: &str,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Option<Checking>> {
+        if batch.records.is_empty() {
+            return Ok(None);
+        }
         // per record: whether its namespace is encrypted, None if not restored
         let mut wanted = Vec::with_capacity(batch.records.len());
         for (ns, id, _, _) in &batch.records {
@@ -810,12 +834,25 @@ impl Applier {
             })?;
             wanted.push(Some(encrypted));
         }
-        let work: Vec<_> = batch.records.iter().zip(&wanted).collect();
-        let checked = qg_store::parallel::map(&work, |((ns, id, kind, data), wanted)| {
-            wanted.map(|encrypted| verify_object(backup, ns, id, *kind, data, encrypted))
-        });
-        drop(work);
-        for ((ns, id, kind, data), check) in batch.records.into_iter().zip(checked) {
+        let backup = backup.to_string();
+        let records = batch.records;
+        Ok(Some(Checking(std::thread::spawn(move || {
+            let work: Vec<_> = records.iter().zip(&wanted).collect();
+            let checks = qg_store::parallel::map(&work, |((ns, id, kind, data), wanted)| {
+                wanted.map(|encrypted| verify_object(&backup, ns, id, *kind, data, encrypted))
+            });
+            drop(work);
+            (records, checks)
+        }))))
+    }
+
+    /// Wait for a run's checks and write its objects, in stream order.
+    fn write_checked(&mut self, checking: Checking) -> Result<()> {
+        let (records, checks) = checking
+            .0
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        for ((ns, id, kind, data), check) in records.into_iter().zip(checks) {
             let Some(check) = check else { continue };
             match check? {
                 Verified::Rehashed => self.verified += 1,
@@ -1010,10 +1047,17 @@ pub(crate) fn verify_object(
 /// Page cache (KiB) of the final check's connection to the restored store.
 const CHECK_CACHE_KIB: i64 = 4 * 1024;
 
+/// A run of object records being checked on other threads: the records, and
+/// for each the check's result (None: not restored).
+struct Checking(std::thread::JoinHandle<CheckedRun>);
+
+type CheckedRun = (Vec<ObjectRecord>, Vec<Option<Result<Verified>>>);
+type ObjectRecord = (String, ObjectId, u8, Vec<u8>);
+
 /// Object records waiting to be checked together.
 #[derive(Default)]
 struct ObjectBatch {
-    records: Vec<(String, ObjectId, u8, Vec<u8>)>,
+    records: Vec<ObjectRecord>,
     bytes: usize,
 }
 
