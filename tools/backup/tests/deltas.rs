@@ -14,7 +14,6 @@ use qg_backup::delta::{Delta, Encoder};
 use qg_backup::format::{Record, RecordType, StreamReader, StreamWriter};
 use qg_backup::keys::KeyOptions;
 use qg_backup::restore::{restore_with_keys, RestoreOptions};
-use qg_backup::verify::{verify, VerifyOptions};
 use qg_store::progress::NoProgress;
 use qg_store::snapshot::Snapshot;
 use qg_store::Store;
@@ -192,15 +191,7 @@ fn deltas_restore_every_point_exactly() {
     );
     assert!(b3.warnings.is_empty(), "{:?}", b3.warnings);
 
-    let v = verify(
-        &VerifyOptions {
-            from: target.clone(),
-            read_data: true,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let v = verify_data(&target);
     assert!(v.is_clean(), "{:?}", v.problems);
     assert_eq!(v.read.len(), 4);
 
@@ -271,15 +262,7 @@ fn a_damaged_delta_record_is_named_and_nothing_is_restored() {
     );
     assert!(!dest.exists(), "a failed restore leaves nothing behind");
 
-    let v = verify(
-        &VerifyOptions {
-            from: target.clone(),
-            read_data: true,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let v = verify_data(&target);
     assert!(!v.is_clean());
     let p = v
         .problems
@@ -360,15 +343,7 @@ fn a_delta_that_rebuilds_another_tree_is_refused() {
     });
     let commit = commit.expect("the incremental has a delta record").to_hex();
     // structurally it is sound: verify --read-data reads it without complaint
-    let v = verify(
-        &VerifyOptions {
-            from: target.clone(),
-            read_data: true,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let v = verify_data(&target);
     assert!(v.is_clean(), "{:?}", v.problems);
     // a restore rebuilds the tree and refuses it
     let dest = fx.path("r");
@@ -506,15 +481,7 @@ fn version_1_chains_restore_and_continue_in_version_2() {
     );
     let target = dir.display().to_string();
 
-    let v = verify(
-        &VerifyOptions {
-            from: target.clone(),
-            read_data: true,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let v = verify_data(&target);
     assert!(v.is_clean() && v.read.len() == 2, "{:?}", v.problems);
 
     let dest = fx.path("restored");

@@ -250,15 +250,7 @@ fn round_trip_every_point_of_a_chain() {
     assert_eq!(runs[2].detail["backup_id"], points[2].0.as_str());
     assert!(runs[2].detail["bytes"].as_u64().unwrap() > 0);
 
-    let v = verify(
-        &VerifyOptions {
-            from: target,
-            read_data: true,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let v = verify_data(&target);
     assert!(v.is_clean(), "{:?}", v.problems);
     assert_eq!(v.read.len(), 3);
 }

@@ -285,3 +285,16 @@ pub fn inc_to(
     )
     .unwrap()
 }
+
+/// `qg-backup verify --read-data` of every backup in `target`.
+pub fn verify_data(target: &str) -> qg_backup::verify::VerifyReport {
+    qg_backup::verify::verify(
+        &qg_backup::verify::VerifyOptions {
+            from: target.to_string(),
+            read_data: true,
+            ..Default::default()
+        },
+        &qg_store::progress::NoProgress,
+    )
+    .unwrap()
+}
