@@ -439,6 +439,15 @@ mod tests {
         s
     }
 
+    /// What the chain holds, as (namespace, first byte of the id).
+    fn present(set: &mut ChainSet) -> Vec<(String, u8)> {
+        let mut got = Vec::new();
+        while let Some((ns, id)) = set.next_present().unwrap() {
+            got.push((ns, id.0[0]));
+        }
+        got
+    }
+
     #[test]
     fn a_reset_voids_older_entries_of_its_namespace_only() {
         use IndexOp::*;
@@ -448,10 +457,7 @@ mod tests {
         let mut set = ChainSet::from_spools(vec![full, inc1, inc2]).unwrap();
         // `a` was reset by the third member: only its own entries count
         set.reset_at.insert("a".into(), 2);
-        let mut got = Vec::new();
-        while let Some((ns, id)) = set.next_present().unwrap() {
-            got.push((ns, id.0[0]));
-        }
+        let got = present(&mut set);
         assert_eq!(
             got,
             vec![
@@ -500,10 +506,7 @@ mod tests {
         let inc1 = spool(&[(Delete, "a", 2), (Add, "a", 3)]);
         let inc2 = spool(&[(Add, "a", 2), (Delete, "b", 1)]);
         let mut set = ChainSet::from_spools(vec![full, inc1, inc2]).unwrap();
-        let mut got = Vec::new();
-        while let Some((ns, id)) = set.next_present().unwrap() {
-            got.push((ns, id.0[0]));
-        }
+        let got = present(&mut set);
         assert_eq!(
             got,
             vec![
