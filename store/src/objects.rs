@@ -148,13 +148,12 @@ impl<'a> ObjectSet<'a> {
                 return Ok(n.clone());
             }
         }
-        let from_db = !self.pending.borrow().objects.contains_key(id);
-        let node = match self.pending.borrow().objects.get(id) {
-            Some((kind, Buffered::Payload(p))) => parse_node(&self.ns, id, *kind, p)?,
-            Some((_, Buffered::Framed(bytes))) => self.decode_node(id, bytes)?,
-            None => self.decode_node(id, &self.stored(id)?)?,
+        let (node, from_db) = match self.pending.borrow().objects.get(id) {
+            Some((kind, Buffered::Payload(p))) => (parse_node(&self.ns, id, *kind, p)?, false),
+            Some((_, Buffered::Framed(bytes))) => (self.decode_node(id, bytes)?, false),
+            None => (self.decode_node(id, &self.stored(id)?)?, true),
         };
-        self.remember(std::iter::once((*id, node.clone())), from_db);
+        self.remember(&[(*id, node.clone())], from_db);
         Ok(node)
     }
 
@@ -195,7 +194,7 @@ impl<'a> ObjectSet<'a> {
         for ((id, _), node) in stored.iter().zip(decoded) {
             nodes.push((*id, node?));
         }
-        self.remember(nodes, true);
+        self.remember(&nodes, true);
         Ok(())
     }
 
@@ -215,8 +214,7 @@ impl<'a> ObjectSet<'a> {
 
     /// Keep decoded nodes in the cache, and in the shared one when they came
     /// from the database (`landed`).
-    fn remember(&self, nodes: impl IntoIterator<Item = (ObjectId, Arc<Node>)>, landed: bool) {
-        let nodes: Vec<_> = nodes.into_iter().collect();
+    fn remember(&self, nodes: &[(ObjectId, Arc<Node>)], landed: bool) {
         if let (true, Some(shared)) = (landed, &self.shared) {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             if s.len() + nodes.len() > SHARED_NODES {
@@ -233,7 +231,7 @@ impl<'a> ObjectSet<'a> {
             self.cache_bytes.set(0);
         }
         self.cache_bytes.set(self.cache_bytes.get() + bytes);
-        cache.extend(nodes);
+        cache.extend(nodes.iter().cloned());
     }
 
     /// Buffer a new object; returns its id. It is compressed and sealed
@@ -352,7 +350,7 @@ impl<'a> ObjectSet<'a> {
     /// Encode, buffer and cache a tree node.
     pub fn put_node(&self, node: Node) -> Result<ObjectId> {
         let id = self.put(Kind::Node, &node.encode())?;
-        self.remember(std::iter::once((id, Arc::new(node))), false);
+        self.remember(&[(id, Arc::new(node))], false);
         Ok(id)
     }
 
