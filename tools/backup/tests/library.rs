@@ -688,3 +688,25 @@ fn a_run_whose_audit_record_fails_says_so_in_a_warning() {
     .unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+#[test]
+fn a_failed_run_is_recorded_with_its_error() {
+    let fx = Fx::new();
+    let target = fx.dir.path().join("t").display().to_string();
+    full_to(&fx, &target, None);
+    // no retention rule: prune refuses to run, and says so in the audit log
+    let err = qg_backup::prune::prune(&qg_backup::prune::PruneOptions {
+        from: target.clone(),
+        record_in: Some(fx.data.clone()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    let last = qg_store::audit::list(fx.store.db(), None)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.action, "prune.backup");
+    assert_eq!(last.outcome, qg_store::audit::Outcome::Failure);
+    assert_eq!(last.target.as_deref(), Some(target.as_str()));
+    assert_eq!(last.detail["error"], err.to_string().as_str());
+}
