@@ -989,18 +989,21 @@ impl RestoreWriter {
             })?)
     }
 
-    /// Ids of the objects of `ns` inserted after `mark` (and not deleted).
-    /// Exact as long as nothing was deleted in between: SQLite gives a new
-    /// row the largest rowid so far plus one.
-    pub fn objects_since(&self, ns: &str, mark: i64) -> Result<Vec<ObjectId>> {
-        let mut stmt = self
-            .db()
-            .conn
-            .prepare_cached("SELECT id FROM objects WHERE rowid > ?1 AND ns=?2")?;
-        let rows = stmt.query_map(params![mark, ns], |r| r.get::<_, Vec<u8>>(0))?;
+    /// Up to `limit` (rowid, id) of the objects of `ns` inserted after
+    /// `mark` (and not deleted), in insertion order; page on with the last
+    /// rowid as the next mark. Exact as long as nothing was deleted in
+    /// between: SQLite gives a new row the largest rowid so far plus one.
+    pub fn objects_since(&self, ns: &str, mark: i64, limit: usize) -> Result<Vec<(i64, ObjectId)>> {
+        let mut stmt = self.db().conn.prepare_cached(
+            "SELECT rowid, id FROM objects WHERE rowid > ?1 AND ns=?2 ORDER BY rowid LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![mark, ns, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = Vec::new();
-        for id in rows {
-            out.push(id_from("objects", "id", id?)?);
+        for row in rows {
+            let (rowid, id) = row?;
+            out.push((rowid, id_from("objects", "id", id)?));
         }
         Ok(out)
     }

@@ -283,6 +283,16 @@ impl NodeIndex {
         }
     }
 
+    /// A new, empty index with the same memory limit and spill directory.
+    pub fn scratch(&self) -> NodeIndex {
+        NodeIndex::new(self.limit, &self.spill_dir)
+    }
+
+    /// How many nodes it keeps in memory before it moves them to disk.
+    pub fn memory_limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether the nodes moved to the temporary database.
     pub fn on_disk(&self) -> bool {
         self.disk.is_some()

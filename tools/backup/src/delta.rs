@@ -22,7 +22,7 @@
 //! cache) and stores exactly the nodes of the rebuilt tree that its base
 //! lacks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 
 use qg_store::commit::Commit;
@@ -34,7 +34,7 @@ use qg_store::tree::{self, LeafRef, Node};
 use qg_store::ObjectId;
 use sha2::{Digest, Sha256};
 
-use crate::check::NodeInfo;
+use crate::check::{NodeIndex, NodeInfo};
 use crate::error::{Error, Result};
 use crate::format::IndexEntry;
 
@@ -684,10 +684,14 @@ pub fn plan(
 
 /// What applying one delta did.
 pub struct Rebuilt {
-    /// The nodes written (those of the tree its base lacked and the store did
-    /// not have yet), with what the final check needs of each.
-    pub nodes: HashMap<ObjectId, NodeInfo>,
+    /// Nodes written: those of the tree its base lacked and the store did not
+    /// have yet. What the final check needs of each is now in the index.
+    pub nodes: u64,
 }
+
+/// Objects looked at per query when the new nodes are sorted out (fewer
+/// when the node index keeps fewer nodes in memory).
+const SORT_PAGE: usize = 4096;
 
 /// Apply delta `d` to the store being restored: rebuild the tree of its
 /// commit from its base tree with the store's own tree code, in batches of
@@ -695,8 +699,17 @@ pub struct Rebuilt {
 /// batch reads them), check that the root is the commit's tree, and keep of
 /// the nodes written exactly those the tree has and its base lacks (a
 /// rebuilt root that matches vouches, through the hashes, for every node
-/// under it).
-pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
+/// under it), adding what the final check needs of each to `index`.
+///
+/// The nodes built along the way are tracked in a second index of the same
+/// kind (a large change builds more nodes than memory should hold): the
+/// main one cannot tell them from the base tree's, which must stay.
+pub fn rebuild(
+    w: &RestoreWriter,
+    d: &Delta,
+    backup: &str,
+    index: &mut NodeIndex,
+) -> Result<Rebuilt> {
     let damaged = |reason: String| Error::damaged(backup, format!("{}: {reason}", d.what()));
     // the commit came as an object record before the deltas
     {
@@ -728,7 +741,7 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
     let mut additions = d.additions().map_err(&damaged)?;
     let mut pending_rem: VecDeque<Vec<u8>> = VecDeque::new();
     let mut next_add: Option<Vec<u8>> = None;
-    let mut infos: HashMap<ObjectId, NodeInfo> = HashMap::new();
+    let mut built = index.scratch();
     let mut root = d.base;
     loop {
         // a fresh node cache per batch, enough for the leaves it reads and
@@ -778,17 +791,17 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
         // what the final check needs of this step's new nodes, from the cache
         let div = tree::divergence(&objs, &root, &next)
             .map_err(|e| damaged(format!("its rebuilt tree cannot be read: {e}")))?;
-        // `infos` holds the built nodes of the current tree only: those of
+        // `built` holds the built nodes of the current tree only: those of
         // earlier batches that this one replaced go (a large change replaces
         // internal nodes hundreds of times)
         for id in &div.only_a {
-            infos.remove(id);
+            built.remove(&d.ns, id)?;
         }
         for id in &div.only_b {
             let node = objs
                 .node(id)
                 .map_err(|e| damaged(format!("rebuilt node {id}: {e}")))?;
-            infos.insert(*id, NodeInfo::of(&node));
+            built.insert(&d.ns, *id, NodeInfo::of(&node))?;
         }
         // the nodes as the tree code encoded and hashed them
         objs.flush()?;
@@ -801,17 +814,25 @@ pub fn rebuild(w: &RestoreWriter, d: &Delta, backup: &str) -> Result<Rebuilt> {
             d.tree
         )));
     }
-    // keep exactly the new nodes of the final tree: `infos` holds the built
+    // keep exactly the new nodes of the final tree: `built` holds the built
     // nodes of the final tree, not those of the trees between batches, nor
     // the single-child nodes the tree code stores above a root and skips
-    let mut nodes = HashMap::new();
-    for id in w.objects_since(&d.ns, since)? {
-        match infos.remove(&id) {
-            Some(info) => {
-                nodes.insert(id, info);
+    let (mut mark, mut nodes) = (since, 0);
+    let page_size = index.memory_limit().clamp(1, SORT_PAGE);
+    loop {
+        let page = w.objects_since(&d.ns, mark, page_size)?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (_, id) in page {
+            match built.get(&d.ns, &id)? {
+                Some(info) => {
+                    let info = info.into_owned();
+                    index.insert(&d.ns, id, info)?;
+                    nodes += 1;
+                }
+                None => w.delete_object(&d.ns, &id)?,
             }
-            None => w.delete_object(&d.ns, &id)?,
         }
+        mark = last;
     }
     Ok(Rebuilt { nodes })
 }

@@ -755,14 +755,12 @@ impl Applier {
                         ))
                     }
                 }
-                let rebuilt = crate::delta::rebuild(self.w(), &d, backup)?;
+                let w = self.w.as_ref().expect("created at the first header");
+                let rebuilt = crate::delta::rebuild(w, &d, backup, &mut self.nodes)?;
                 self.trees_rebuilt += 1;
-                self.nodes_rebuilt += rebuilt.nodes.len() as u64;
-                self.verified += rebuilt.nodes.len() as u64;
-                self.objects += rebuilt.nodes.len() as u64;
-                for (id, info) in rebuilt.nodes {
-                    self.nodes.insert(&d.ns, id, info)?;
-                }
+                self.nodes_rebuilt += rebuilt.nodes;
+                self.verified += rebuilt.nodes;
+                self.objects += rebuilt.nodes;
             }
             Record::Index(entries) => {
                 for e in entries {

@@ -181,6 +181,31 @@ fn deltas_restore_every_point_exactly() {
 
     check_points(&fx, &target, &points, None);
 
+    // with a node index of three nodes in memory, the nodes a rebuild builds
+    // go to disk too, and the new ones are sorted out three at a time
+    let dest = fx.path("three-in-memory");
+    let r = restore_with_keys(
+        &RestoreOptions {
+            memory_nodes: Some(3),
+            ..restore_opts(&target, &b2.id, &dest, None)
+        },
+        Some(keyring()),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(
+        r.check.nodes_on_disk && r.check.nodes_rebuilt > 20,
+        "{:?}",
+        r.check
+    );
+    let restored = open(&dest);
+    assert_same(
+        &points[2].1,
+        &state(&restored),
+        "restore with 3 nodes in memory",
+    );
+    assert!(objects(&restored) == points[2].2, "objects differ");
+
     // the chain's object set stays exact: nothing new, nothing resent
     let b3 = inc_to(&fx, &target, None);
     assert_eq!(
