@@ -53,7 +53,8 @@ pub struct RestoreOptions {
     pub record_in: Option<PathBuf>,
     /// Tree nodes the final check keeps in memory before it moves them to a
     /// temporary database in the destination (default
-    /// [`check::MEMORY_NODES`]): bounds the restore's memory.
+    /// [`check::MEMORY_NODES`]): bounds the restore's memory. A commit-delta
+    /// rebuild tracks the nodes it builds under the same limit.
     pub memory_nodes: Option<usize>,
 }
 

@@ -99,8 +99,9 @@ enum Command {
         /// The new data directory (must not exist, or be empty).
         #[arg(long, value_name = "NEWDATA")]
         to: PathBuf,
-        /// Tree nodes the final check keeps in memory; past that it uses a
-        /// temporary database in NEWDATA (slower, bounded memory).
+        /// Tree nodes the final check (and each commit-delta rebuild) keeps in
+        /// memory; past that it uses a temporary database in NEWDATA (slower,
+        /// bounded memory).
         #[arg(long, value_name = "N", default_value_t = qg_backup::check::MEMORY_NODES)]
         memory_nodes: usize,
         #[command(flatten)]
