@@ -227,86 +227,6 @@ assert r["objects_rewritten"] == int(sys.argv[2]) and r["from_version"] == 1 and
 EOF
 [[ $(export_digest "$RUN") == "$DIGEST_PLAIN" ]] || die "exports differ after dek"
 
-# ---------------------------------------------------------------- the erase floor
-
-# What `dek`/`encrypt` must do at the end whatever the copy costs: rebuild the
-# file in place so no free page keeps old bytes (VACUUM, in the store's WAL
-# mode with synchronous=FULL) and push the WAL out (checkpoint TRUNCATE).
-say "erase floor ($RUNS runs): VACUUM + wal_checkpoint(TRUNCATE) in WAL mode"
-python3 - "$ENC" "$RUN" "$RUNS" >"$OUT/crypto-erase.times" <<'EOF'
-import os, sqlite3, subprocess, sys, time
-src, run, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for _ in range(runs):
-    subprocess.run(["bash", "-c", f"fresh_copy '{src}' '{run}'"], check=True)
-    con = sqlite3.connect(os.path.join(run, "qg.sqlite"), isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL").fetchall()
-    con.execute("PRAGMA synchronous=FULL")
-    t0, c0 = time.perf_counter(), time.process_time()
-    con.execute("VACUUM")
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    t1, c1 = time.perf_counter(), time.process_time()
-    con.close()
-    print(t1 - t0, c1 - c0)
-EOF
-record erase "$(cut -d' ' -f1 "$OUT/crypto-erase.times" | median)"
-record erase_cpu "$(cut -d' ' -f2 "$OUT/crypto-erase.times" | median)"
-
-# Floors of two storage layouts that would not need that rewrite (SQLite
-# alone, no crypto, new random 32-byte ids as a re-key gives): the objects of
-# a key version in their own table (copy into a new table, DROP the old one
-# under secure_delete, which zeroes its pages; WAL mode), or in their own file
-# (write a new file without a journal, fsync, overwrite the old one with
-# zeros). What a re-key could cost at best in each.
-say "layout floors ($RUNS runs): a table per key version, a file per key version"
-python3 - "$ENC" "$RUN" "$RUNS" >"$OUT/crypto-layouts.times" <<'EOF'
-import os, sqlite3, subprocess, sys, time
-src, run, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cols = "ns TEXT NOT NULL, id BLOB NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(ns, id)"
-for _ in range(runs):
-    subprocess.run(["bash", "-c", f"fresh_copy '{src}' '{run}'"], check=True)
-    db = os.path.join(run, "qg.sqlite")
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL").fetchall()
-    con.execute("PRAGMA synchronous=FULL")
-    con.execute("PRAGMA secure_delete=ON")
-    t0 = time.perf_counter()
-    con.execute("BEGIN")
-    con.execute(f"CREATE TABLE objects_v2({cols})")
-    con.execute("INSERT INTO objects_v2 SELECT ns, randomblob(32), kind, data FROM objects")
-    con.execute("DROP TABLE objects")
-    con.execute("COMMIT")
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    table = time.perf_counter() - t0
-    con.close()
-
-    subprocess.run(["bash", "-c", f"fresh_copy '{src}' '{run}'"], check=True)
-    new = os.path.join(run, "objects-v2.sqlite")
-    t0 = time.perf_counter()
-    out = sqlite3.connect(new, isolation_level=None)
-    out.execute("PRAGMA journal_mode=OFF").fetchall()
-    out.execute("PRAGMA synchronous=OFF")
-    out.execute(f"CREATE TABLE objects({cols})")
-    out.execute(f"ATTACH '{db}' AS old")
-    out.execute("BEGIN")
-    out.execute("INSERT INTO objects SELECT ns, randomblob(32), kind, data FROM old.objects")
-    out.execute("COMMIT")
-    out.close()
-    fd = os.open(new, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    size, zeros = os.path.getsize(db), bytes(1 << 20)
-    fd = os.open(db, os.O_WRONLY)
-    for off in range(0, size, len(zeros)):
-        os.pwrite(fd, zeros[: size - off], off)
-    os.fsync(fd)
-    os.close(fd)
-    file = time.perf_counter() - t0
-    os.remove(new)
-    print(table, file)
-EOF
-record layout_table "$(cut -d' ' -f1 "$OUT/crypto-layouts.times" | median)"
-record layout_file "$(cut -d' ' -f2 "$OUT/crypto-layouts.times" | median)"
-
 # ---------------------------------------------------------------- crypto ceiling
 
 say "openssl speed -evp aes-256-gcm"
@@ -411,14 +331,6 @@ rows = [
      f"\`qg-rotate-keys dek\` {secs(dek)}, CPU {secs(cpu('dek'))} ({dek_mbs:.1f} MB/s of bodies)",
      f"\`VACUUM INTO\` {secs(ve)}, CPU {secs(cpu('vacuum_enc'))} ({enc_db / MB / ve:.0f} MB/s of database)",
      f"{dek / ve:.1f}x VACUUM INTO (CPU {cpu('dek') / cpu('vacuum_enc'):.1f}x)", "<= 2x VACUUM INTO", goal(dek <= 2 * ve)),
-    (f"erase floor: \`VACUUM\` + \`wal_checkpoint(TRUNCATE)\` of the encrypted database in the store's WAL mode (synchronous=FULL), the rewrite both jobs end with",
-     f"{secs(f('erase'))}, CPU {secs(cpu('erase'))}",
-     f"\`VACUUM INTO\` {secs(ve)}",
-     f"{f('erase') / ve:.1f}x VACUUM INTO; dek without it {(dek - f('erase')) / ve:.1f}x", "(info)", ""),
-    ("layout floor: each key version's objects in their own table (copy to a new table, \`DROP\` the old one under \`secure_delete\`, checkpoint; SQLite alone, no crypto)",
-     f"{secs(f('layout_table'))}", f"\`VACUUM INTO\` {secs(ve)}", f"{f('layout_table') / ve:.1f}x VACUUM INTO", "(info)", ""),
-    ("layout floor: each key version's objects in their own file (write a new file without a journal, fsync, overwrite the old one with zeros; SQLite alone, no crypto)",
-     f"{secs(f('layout_file'))}", f"\`VACUUM INTO\` {secs(ve)}", f"{f('layout_file') / ve:.1f}x VACUUM INTO", "(info)", ""),
     ("crypto ceiling: AES-256-GCM, one core",
      f"encrypt {enc_mbs:.1f} MB/s, dek {dek_mbs:.1f} MB/s of bodies",
      f"\`openssl speed\` {o1k:,.0f} MB/s (1 KiB blocks), {o16k:,.0f} MB/s (16 KiB)",

@@ -31,6 +31,8 @@ pub enum Error {
         found: String,
         supported: u32,
     },
+    #[error("the store at {path} is in use: {reason}")]
+    InUse { path: PathBuf, reason: String },
     #[error("namespace `{0}` does not exist")]
     NoNamespace(String),
     #[error("namespace `{0}` already exists")]

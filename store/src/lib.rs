@@ -39,6 +39,7 @@ pub mod crypto;
 pub mod error;
 pub mod hooks;
 pub mod id;
+pub mod lock;
 pub mod merge;
 pub mod object;
 pub mod objects;

@@ -1,18 +1,22 @@
 //! Key rotation: rewrapping keys (master key, password) and re-encrypting a
 //! namespace's objects (new data key, or plaintext to encrypted).
 //!
-//! Re-encryption is a resumable job recorded in the namespace's `sys:crypto`
-//! record. It copies every reachable object bottom-up under the new key, in
-//! batches of one transaction each; a killed run leaves a consistent store
-//! (still readable under the old key, the copies unused). New addresses are a
-//! function of the content and the new key, so the next run walks again,
-//! computes the same ids and skips writing the copies that landed; no
-//! old→new mapping is stored (writing one row per object cost as much as the
-//! copy). The switch (refs and reflog rewritten, every object that is not a
-//! copy deleted, old key dropped, `erase_pending` set) is one transaction,
-//! followed by a `VACUUM` (no free page keeps old bytes), the clearing of
-//! `erase_pending` and a WAL checkpoint that truncates the log; a run killed
-//! in between leaves `erase_pending`, and the next run only does the rest.
+//! Re-encryption rebuilds the database file. With the store locked
+//! exclusively (no other process may have it open: [`crate::lock`]), it
+//! writes a new file beside the old one, without a journal: every table
+//! copied as it is except the namespace's objects, then every object
+//! reachable from a ref or reflog entry copied bottom-up under the new key
+//! (new addresses, so commits and nodes are rewritten with their children's
+//! new ids), then refs, reflog, key record, key counters and the audit entry
+//! of the new state. The new file is synced and renamed over the old one,
+//! whose WAL goes with it: nothing of the old objects, plaintext or sealed
+//! by the old key, is left in the store's files, and no `VACUUM` is needed.
+//!
+//! A run killed before the rename leaves the store as it was (and a partial
+//! file the next run deletes and rebuilds); after it, the job is done. The
+//! cost is about one copy of the file, where rewriting the live database
+//! (copy, switch, `VACUUM`, checkpoint, all through the WAL) wrote every
+//! page about five times; the price is that the store is offline meanwhile.
 
 use std::collections::HashMap;
 
@@ -192,7 +196,7 @@ impl RekeyKind {
 pub struct RekeyOptions {
     /// Report what would change without changing anything.
     pub dry_run: bool,
-    /// Objects per transaction while copying.
+    /// Objects per transaction while writing the new file.
     pub batch_objects: usize,
 }
 
@@ -213,25 +217,27 @@ pub struct RekeyReport {
     pub from_version: Option<u32>,
     pub to_version: u32,
     pub kek_id: String,
-    /// The run continued a job a killed run had started.
+    /// A killed run had started this job (its partial file, or the job
+    /// record of an earlier version, was found); this run redid it.
     pub resumed: bool,
     /// Objects currently stored in the namespace (before).
     pub objects_before: u64,
     pub bytes_before: u64,
     /// Objects written under the new key by this run.
     pub objects_rewritten: u64,
-    /// Old objects deleted at the switch (unreachable ones included).
+    /// Old objects gone with the old file (unreachable ones included).
     pub objects_deleted: u64,
     /// The namespace was already encrypted; nothing was done (`encrypt` only).
     pub already_done: bool,
-    /// Only the final rewrite of the file was left by a killed run, and done.
+    /// Only the final rewrite of the file was left by a killed run of an
+    /// earlier version (which rewrote the live database), and done.
     pub erase_only: bool,
     pub dry_run: bool,
 }
 
 /// Re-encrypt every object of `ns` (see the module docs).
 pub fn rekey(
-    store: &Store,
+    store: &mut Store,
     ns: &str,
     kind: RekeyKind,
     opts: &RekeyOptions,
@@ -257,12 +263,16 @@ pub fn rekey(
     // 1. start the job, or find the one a killed run left
     let rec = match (kind, existing) {
         (_, Some(rec)) if rec.erase_pending && rec.job.is_none() => {
-            // a killed run switched keys; only the final rewrite is left
+            // a run of an earlier version, which rewrote the live database,
+            // was killed after its switch: only its final rewrite is left
             report.resumed = true;
             report.erase_only = true;
             report.to_version = rec.current.unwrap_or(0);
             if !opts.dry_run {
-                finish_erase(db, ns)?;
+                store.db().lock_exclusive()?;
+                let done = finish_erase(store, ns);
+                store.db().unlock_exclusive()?;
+                done?;
             }
             return Ok(report);
         }
@@ -274,17 +284,15 @@ pub fn rekey(
                     job.kind, job.kind
                 )));
             }
+            // a run of an earlier version was killed while copying: its
+            // copies are left behind with the rest of the old file
             report.resumed = true;
             rec
         }
-        (RekeyKind::Encrypt, Some(_)) => {
+        (RekeyKind::Encrypt, Some(rec)) => {
             report.already_done = true;
-            let rec = store.crypto_record(ns)?.expect("exists");
             report.to_version = rec.current.unwrap_or(0);
             report.from_version = rec.current;
-            if !opts.dry_run {
-                finish_erase(db, ns)?;
-            }
             return Ok(report);
         }
         (RekeyKind::Dek, None) => {
@@ -336,149 +344,115 @@ pub fn rekey(
     if opts.dry_run {
         return Ok(report);
     }
-    if !report.resumed {
-        db.write(|db| {
-            if db.crypto_record(ns)? != existing_raw {
-                return Err(Error::Other(format!(
-                    "the keys of namespace `{ns}` changed while the job was starting; retry"
-                )));
+    if db.crypto_record(ns)? != existing_raw {
+        return Err(Error::Other(format!(
+            "the keys of namespace `{ns}` changed while the job was starting; retry"
+        )));
+    }
+    // a partial file is what a killed run leaves; it is rebuilt from scratch
+    let scratch = store.dir().join(REBUILD_FILE);
+    report.resumed |= scratch.exists();
+    store.db().lock_exclusive()?;
+    let done = rebuild(store, kind, &rec, &scratch, opts, progress, report);
+    store.db().unlock_exclusive()?;
+    if done.is_err() {
+        let _ = std::fs::remove_file(&scratch);
+    }
+    done
+}
+
+/// The new database file a rebuild writes before it takes the old one's place.
+pub const REBUILD_FILE: &str = ".qg.sqlite.rebuild";
+
+/// Write the store's database anew into `scratch` with the objects of the
+/// job's namespace sealed under its new key, and put it in place (see the
+/// module docs). The namespace and master key id are in `report`.
+fn rebuild(
+    store: &mut Store,
+    kind: RekeyKind,
+    rec: &CryptoRecord,
+    scratch: &std::path::Path,
+    opts: &RekeyOptions,
+    progress: &dyn Progress,
+    mut report: RekeyReport,
+) -> Result<RekeyReport> {
+    let ns = report.ns.clone();
+    let ns = ns.as_str();
+    let job = rec.job.clone().expect("a started job");
+    let new_db = store.db().copy_into(scratch, Some(ns))?;
+    let written = {
+        // the writer's keys come from the job's record, the reader's from
+        // the store's: neither may find the other's in the key cache
+        store.forget_keys();
+        let writer = store.objects_sealed_in(&new_db, ns, rec, job.to)?;
+        store.forget_keys();
+        let reader = store.objects(ns)?;
+        let mut map = HashMap::new();
+        progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
+        let mut copier = Copier {
+            reader: &reader,
+            writer: &writer,
+            map: &mut map,
+            pending: 0,
+            written: 0,
+            batch: opts.batch_objects.max(1),
+            progress,
+            leaves: Vec::new(),
+            parents: Vec::new(),
+        };
+        for root in root_ids(store.db(), ns)? {
+            copier.ensure(root, Kind::Commit, true)?;
+        }
+        copier.flush(true)?;
+        progress.finish();
+        let written = copier.written;
+        new_db.write(|db| {
+            db.remap_refs(ns, &map)?;
+            let mut rec = rec.clone();
+            rec.current = Some(job.to);
+            rec.job = None;
+            rec.erase_pending = false;
+            if let Some(old) = job.from {
+                rec.keys.retain(|k| k.version != old);
+                db.delete_key_usage(ns, old)?;
             }
             db.set_crypto_record(ns, Some(&rec.to_json()))?;
+            // rows a job started by an earlier version may have left
+            db.clear_rekey_map(ns)?;
             audit::append(
                 db,
                 &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
                     .ns(ns)
                     .target(ns)
-                    .detail(serde_json::json!({"phase": "start", "from_version": job.from, "to_version": job.to, "kek_id": kek.id()})),
-            )?;
-            Ok(())
+                    .detail(serde_json::json!({
+                        "phase": "done", "from_version": job.from, "to_version": job.to,
+                        "kek_id": report.kek_id, "objects_rewritten": written,
+                        "objects_deleted": report.objects_before,
+                    })),
+            )
         })?;
-        store.forget_keys();
-    }
-
-    // The WAL grows until the final checkpoint instead of copying the same
-    // pages into the database after each phase.
-    db.set_auto_checkpoint(false)?;
-    let done = copy_and_switch(store, kind, &rec, opts, progress, report);
-    db.set_auto_checkpoint(true)?;
-    done
-}
-
-/// Steps 2 to 4 of [`rekey`], for the job in `rec` (the namespace and master
-/// key id are in `report`).
-fn copy_and_switch(
-    store: &Store,
-    kind: RekeyKind,
-    rec: &CryptoRecord,
-    opts: &RekeyOptions,
-    progress: &dyn Progress,
-    mut report: RekeyReport,
-) -> Result<RekeyReport> {
-    let db = store.db();
-    let ns = report.ns.clone();
-    let ns = ns.as_str();
-    let job = rec.job.as_ref().expect("a started job");
-    // 2. copy everything reachable under the new key, in batches
-    let reader = store.objects(ns)?;
-    let writer = store.objects_sealed_with(ns, rec, job.to)?;
-    let mut map = HashMap::new();
-    progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
-    let mut copier = Copier {
-        reader: &reader,
-        writer: &writer,
-        map: &mut map,
-        pending: 0,
-        written: 0,
-        batch: opts.batch_objects.max(1),
-        progress,
-        leaves: Vec::new(),
-        parents: Vec::new(),
+        written
     };
-    // Copies lost to a power cut are redone by the next run, so their
-    // batches need not wait for the disk; the switch below does.
-    db.set_durable(false)?;
-    let copied = root_ids(db, ns).and_then(|roots| {
-        for root in &roots {
-            copier.ensure(*root, Kind::Commit, true)?;
-        }
-        copier.flush(true)
-    });
-    db.set_durable(true)?;
-    copied?;
-    progress.finish();
-
-    // 3. switch in one transaction: catch up with commits made meanwhile,
-    //    remap refs, drop old objects and the old key. Their bytes stay in
-    //    free pages until the rewrite in step 4, which `erase_pending` makes
-    //    the next run finish if this one is killed (zeroing them here too
-    //    would write the whole namespace twice more).
-    let switched = db.write(|db| {
-        let roots = root_ids(db, ns)?;
-        for root in &roots {
-            copier.ensure(*root, Kind::Commit, false)?;
-        }
-        copier.flush_in_tx()?;
-        db.remap_refs(ns, copier.map)?;
-        let deleted = db.delete_objects_except(ns, copier.map.values())?;
-        let mut rec = CryptoRecord::from_json(ns, &db.crypto_record(ns)?.unwrap_or_default())?;
-        rec.current = Some(job.to);
-        rec.job = None;
-        rec.erase_pending = true;
-        if let Some(old) = job.from {
-            rec.keys.retain(|k| k.version != old);
-            db.delete_key_usage(ns, old)?;
-        }
-        db.set_crypto_record(ns, Some(&rec.to_json()))?;
-        // rows a job started by an earlier version may have left
-        db.clear_rekey_map(ns)?;
-        audit::append(
-            db,
-            &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
-                .ns(ns)
-                .target(ns)
-                .detail(serde_json::json!({
-                    "phase": "done", "from_version": job.from, "to_version": job.to, "kek_id": report.kek_id,
-                    "objects_rewritten": copier.written, "objects_deleted": deleted,
-                })),
-        )?;
-        Ok(deleted)
-    });
-    report.objects_deleted = switched?;
-    report.objects_rewritten = copier.written;
-    store.forget_keys();
-    // 4. rebuild the file so no free page keeps old content, then push
-    //    everything out of the WAL and truncate it
-    finish_erase(db, ns)?;
+    store.replace_database(new_db)?;
+    report.objects_rewritten = written;
+    report.objects_deleted = report.objects_before;
     Ok(report)
 }
 
-/// Rewrite the database file without free pages, clear `erase_pending`,
-/// and empty the WAL.
-fn finish_erase(db: &Db, ns: &str) -> Result<()> {
-    db.vacuum()?;
-    db.write(|db| {
+/// Finish the job of an earlier version that was killed before its final
+/// rewrite: copy the file as it is, minus free pages, and clear the mark.
+fn finish_erase(store: &mut Store, ns: &str) -> Result<()> {
+    let scratch = store.dir().join(REBUILD_FILE);
+    let new_db = store.db().copy_into(&scratch, None)?;
+    new_db.write(|db| {
         if let Some(raw) = db.crypto_record(ns)? {
             let mut rec = CryptoRecord::from_json(ns, &raw)?;
-            if rec.erase_pending {
-                rec.erase_pending = false;
-                db.set_crypto_record(ns, Some(&rec.to_json()))?;
-            }
+            rec.erase_pending = false;
+            db.set_crypto_record(ns, Some(&rec.to_json()))?;
         }
         Ok(())
     })?;
-    checkpoint_with_retry(db)
-}
-
-fn checkpoint_with_retry(db: &Db) -> Result<()> {
-    let mut last = None;
-    for _ in 0..50 {
-        match db.checkpoint_truncate() {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Err(last.expect("tried"))
+    store.replace_database(new_db)
 }
 
 fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
+use crate::lock::StoreLock;
 use crate::object::Kind;
 
 /// File name of the database inside the data directory.
@@ -117,6 +118,8 @@ CREATE TABLE leases(
 pub struct Db {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// The store lock this handle holds (none for a file being rebuilt).
+    lock: Option<StoreLock>,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -200,8 +203,20 @@ impl Db {
                 reason: format!("it has no {DB_FILE}"),
             });
         }
+        // before the database: a rebuild may be about to replace it
+        let lock = StoreLock::shared(dir, BUSY_TIMEOUT)?;
+        let conn = Self::connect(dir, &path)?;
+        Ok(Db {
+            conn,
+            path,
+            lock: Some(lock),
+        })
+    }
+
+    /// Open and check the store database at `path` (in `dir`).
+    fn connect(dir: &Path, path: &Path) -> Result<Connection> {
         let conn = Connection::open_with_flags(
-            &path,
+            path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| Error::NotAStore {
@@ -237,7 +252,128 @@ impl Db {
                 })
             }
         }
-        Ok(Db { conn, path })
+        Ok(conn)
+    }
+
+    /// Make this the only open handle of the store: fails while another
+    /// process or handle has it open ([`Error::InUse`]). For jobs that
+    /// replace the database file ([`Db::replace_with`]).
+    pub fn lock_exclusive(&self) -> Result<()> {
+        match &self.lock {
+            Some(l) => l.exclusive(),
+            None => Ok(()),
+        }
+    }
+
+    /// Let other handles in again after [`Db::lock_exclusive`].
+    pub fn unlock_exclusive(&self) -> Result<()> {
+        match &self.lock {
+            Some(l) => l.shared_again(),
+            None => Ok(()),
+        }
+    }
+
+    /// A new database file at `path` holding a copy of this one, for a job
+    /// that rebuilds the store: the same schema and every row, except the
+    /// objects of namespace `without_objects_of` (the job writes its own).
+    /// The copy is written without a journal or syncs (a crash leaves a file
+    /// that is simply discarded) until [`Db::replace_with`] syncs it.
+    pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "page_size", page_size)?;
+        conn.pragma_update(None, "journal_mode", "OFF")?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        // tables first (by rowid, as created), then their indexes
+        let schema: Vec<(String, String, String)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT type, name, sql FROM sqlite_master
+                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+                 ORDER BY type = 'index', rowid",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        conn.execute_batch("BEGIN")?;
+        for (_, _, sql) in &schema {
+            conn.execute_batch(sql)?;
+        }
+        conn.execute_batch("COMMIT")?;
+        let src = self
+            .path
+            .to_str()
+            .ok_or_else(|| Error::Other(format!("{} is not valid UTF-8", self.path.display())))?;
+        conn.execute("ATTACH DATABASE ?1 AS src", [src])?;
+        conn.execute_batch("BEGIN")?;
+        for (kind, name, _) in &schema {
+            if kind != "table" {
+                continue;
+            }
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            if name == "objects" {
+                conn.execute(
+                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ?1 IS NULL OR ns <> ?1",
+                    [without_objects_of],
+                )?;
+            } else {
+                conn.execute_batch(&format!(
+                    "INSERT INTO main.{quoted} SELECT * FROM src.{quoted}"
+                ))?;
+            }
+        }
+        let has_sequence: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM src.sqlite_master WHERE name = 'sqlite_sequence'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_sequence {
+            // AUTOINCREMENT counters go on where they were, not at the largest row
+            conn.execute_batch(
+                "DELETE FROM main.sqlite_sequence;
+                 INSERT INTO main.sqlite_sequence SELECT * FROM src.sqlite_sequence;",
+            )?;
+        }
+        conn.execute_batch("COMMIT; DETACH DATABASE src;")?;
+        Ok(Db {
+            conn,
+            path: path.to_path_buf(),
+            lock: None,
+        })
+    }
+
+    /// Put `new` (a file from [`Db::copy_into`], finished) in place of this
+    /// database, which must be locked exclusively: `new` is synced and
+    /// renamed over the old file, which is gone with its WAL. A crash before
+    /// the rename leaves the old file as it was, after it the new one.
+    pub fn replace_with(&mut self, new: Db) -> Result<()> {
+        let Db { conn, path, .. } = new;
+        conn.close().map_err(|(_, e)| e)?;
+        std::fs::File::open(&path)?.sync_all()?;
+        // everything of the old file into it, so its WAL holds nothing
+        self.checkpoint_truncate()?;
+        let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        old.close().map_err(|(_, e)| e)?;
+        for ext in ["-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(ext);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        std::fs::rename(&path, &self.path)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
+        self.conn = Self::connect(dir, &self.path)?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

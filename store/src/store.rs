@@ -417,9 +417,29 @@ impl Store {
         rec: &CryptoRecord,
         sealing: u32,
     ) -> Result<ObjectSet<'_>> {
+        self.objects_sealed_in(&self.db, ns, rec, sealing)
+    }
+
+    /// [`Store::objects_sealed_with`], reading and writing database `db`
+    /// (the file a rebuild writes, [`crate::rotation`]).
+    pub fn objects_sealed_in<'d>(
+        &self,
+        db: &'d Db,
+        ns: &str,
+        rec: &CryptoRecord,
+        sealing: u32,
+    ) -> Result<ObjectSet<'d>> {
         let keys = self.namespace_keys(ns, rec)?;
         let sealer = NsSealer::new(ns, &keys, Some(sealing), true);
-        Ok(ObjectSet::with_sealer(&self.db, ns, Box::new(sealer)))
+        Ok(ObjectSet::with_sealer(db, ns, Box::new(sealer)))
+    }
+
+    /// Put `new` (written by [`Db::copy_into`]) in place of this store's
+    /// database ([`Db::replace_with`]); cached keys and nodes are dropped.
+    pub(crate) fn replace_database(&mut self, new: Db) -> Result<()> {
+        self.db.replace_with(new)?;
+        self.forget_keys();
+        Ok(())
     }
 
     /// The default branch of `ns`; errors when `ns` does not exist.

@@ -184,6 +184,12 @@ fn move_into_place(staging: &Path, dest: &Path) -> Result<()> {
                 .map_err(|e| Error::io("move into place", f.display(), e))?;
         }
     }
+    // the staged store's lock file; no one holds it by now
+    let lock = staging.join(qg_store::lock::LOCK_FILE);
+    if lock.exists() {
+        std::fs::rename(&lock, dest.join(qg_store::lock::LOCK_FILE))
+            .map_err(|e| Error::io("move into place", lock.display(), e))?;
+    }
     let hooks = staging.join("hooks");
     if hooks.exists() {
         std::fs::rename(&hooks, dest.join("hooks"))

@@ -529,10 +529,24 @@ fn restore_refuses_a_non_empty_destination() {
     .ok();
     let got = files(&empty);
     assert!(
-        got.starts_with(&["hooks".to_string(), "qg.sqlite".to_string()]),
+        got.starts_with(&[
+            "hooks".to_string(),
+            "qg.lock".to_string(),
+            "qg.sqlite".to_string()
+        ]),
         "{got:?}"
     );
-    assert!(got.iter().all(|f| ["hooks", "qg.sqlite", "qg.sqlite-shm", "qg.sqlite-wal"].contains(&f.as_str())), "{got:?}");
+    assert!(
+        got.iter().all(|f| [
+            "hooks",
+            "qg.lock",
+            "qg.sqlite",
+            "qg.sqlite-shm",
+            "qg.sqlite-wal"
+        ]
+        .contains(&f.as_str())),
+        "{got:?}"
+    );
     assert_eq!(
         std::fs::metadata(empty.join("qg.sqlite-wal"))
             .map(|m| m.len())

@@ -17,7 +17,7 @@
 //!     master: Some(MasterKey::parse(&"42".repeat(32))?),
 //!     ..Default::default()
 //! });
-//! let report = encrypt::run(&store, &encrypt::EncryptOptions { ns: "default".into(), ..Default::default() },
+//! let report = encrypt::run(&mut store, &encrypt::EncryptOptions { ns: "default".into(), ..Default::default() },
 //!                           &qg_store::progress::NoProgress)?;
 //! assert_eq!(report.to_version, 1);
 //! let st = status::run(&store)?;

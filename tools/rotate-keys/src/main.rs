@@ -53,15 +53,19 @@ enum Command {
         #[arg(long, value_name = "N")]
         kdf_parallelism: Option<u32>,
     },
-    /// New data key for namespace --ns; re-encrypts every object in batches (resumable).
+    /// New data key for namespace --ns: rebuilds the database file with every
+    /// object re-encrypted (the store must not be open elsewhere: stop `qg
+    /// serve` first). Killed, it leaves the store as it was; run it again.
     Dek {
         #[arg(long)]
         dry_run: bool,
-        /// Objects per transaction.
+        /// Objects per transaction while writing the new file.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
-    /// Encrypt plaintext namespace --ns (new addresses; refs and reflog rewritten; resumable).
+    /// Encrypt plaintext namespace --ns: rebuilds the database file with new
+    /// addresses, refs and reflog rewritten (the store must not be open
+    /// elsewhere). Killed, it leaves the store as it was; run it again.
     Encrypt {
         #[arg(long)]
         dry_run: bool,
@@ -116,12 +120,12 @@ fn print_rekey(json: bool, r: &RekeyReport) -> Result<(), Error> {
         );
     } else {
         println!(
-            "{}: {} -> key v{}{}: {} objects rewritten, {} old objects securely deleted",
+            "{}: {} -> key v{}{}: {} objects rewritten into a new database file, {} old objects gone with the old file",
             r.ns,
             from,
             r.to_version,
             if r.resumed {
-                " (resumed an unfinished run)"
+                " (resumed: a killed run's unfinished work was redone)"
             } else {
                 ""
             },
@@ -134,7 +138,7 @@ fn print_rekey(json: bool, r: &RekeyReport) -> Result<(), Error> {
 
 fn run(cli: &Cli) -> Result<i32, Error> {
     let g = &cli.global;
-    let store = g.open()?;
+    let mut store = g.open()?;
     match &cli.command {
         Command::Status => {
             let s = status::run(&store)?;
@@ -145,6 +149,12 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                     "master key in environment: {}",
                     s.master_key_id.as_deref().unwrap_or("(none)")
                 );
+                if s.interrupted_rebuild {
+                    println!(
+                        "INTERRUPTED: a `dek` or `encrypt` run was killed while writing the new database file; \
+                         the store is as it was before it: run the same command again"
+                    );
+                }
                 for n in &s.namespaces {
                     if !n.encrypted && n.unfinished_job.is_none() {
                         println!("{}: plaintext, {} objects", n.name, n.objects);
@@ -264,7 +274,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Dek { dry_run, batch } => {
             let r = dek::run(
-                &store,
+                &mut store,
                 &dek::DekOptions {
                     ns: g.ns.clone(),
                     rekey: RekeyOptions {
@@ -278,7 +288,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Encrypt { dry_run, batch } => {
             let r = encrypt::run(
-                &store,
+                &mut store,
                 &encrypt::EncryptOptions {
                     ns: g.ns.clone(),
                     rekey: RekeyOptions {

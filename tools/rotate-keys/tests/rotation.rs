@@ -162,14 +162,27 @@ fn copy_store(from: &Path, to: &Path) {
     std::fs::copy(from.join("qg.sqlite"), to.join("qg.sqlite")).unwrap();
 }
 
+/// The bytes of every file of the store's data directory (the database, its
+/// WAL, and whatever else a job may have left there).
 fn raw(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
-    for f in ["qg.sqlite", "qg.sqlite-wal"] {
-        if let Ok(b) = std::fs::read(dir.join(f)) {
-            all.extend(b);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(path).unwrap());
         }
     }
     all
+}
+
+/// The files of the store's data directory, by name.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn has(hay: &[u8], needle: &str) -> bool {
@@ -200,6 +213,11 @@ fn kill_and_resume(tpl: &Path, args: &[&str], check: impl Fn(&Path)) {
         if ok(&mut tool(&dir, args)).contains("resumed") {
             resumed += 1;
         }
+        assert!(
+            !files(&dir).contains(&qg_store::rotation::REBUILD_FILE.to_string()),
+            "a partial file was left: {:?}",
+            files(&dir)
+        );
         check(&dir);
     }
     eprintln!("{args:?}: {resumed} of 10 re-runs resumed a killed job");
@@ -252,6 +270,39 @@ fn dek_rotation_survives_kill_9_and_drops_the_old_key() {
         let usage = store.db().key_usage("data").unwrap();
         assert_eq!(usage.len(), 1, "{usage:?}");
     });
+}
+
+#[test]
+fn dek_and_encrypt_refuse_while_the_store_is_open_elsewhere() {
+    let (_t, dir) = template(true);
+    let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
+    let held = open(&dir, KEY, None);
+    let record = held.crypto_record("data").unwrap().unwrap().to_json();
+    for args in [["--ns", "data", "dek"], ["--ns", "default", "encrypt"]] {
+        let o = tool(&dir, &args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("is in use") && err.contains("qg serve"),
+            "{args:?}: {err}"
+        );
+    }
+    // nothing changed, nothing left behind
+    assert_eq!(
+        held.crypto_record("data").unwrap().unwrap().to_json(),
+        record
+    );
+    assert!(held.crypto_record("default").unwrap().is_none());
+    assert!(
+        !files(&dir).contains(&qg_store::rotation::REBUILD_FILE.to_string()),
+        "{:?}",
+        files(&dir)
+    );
+    drop(held);
+    assert!(std::fs::read(dir.join("qg.sqlite")).unwrap() == before);
+    // once it is closed, the rotation runs
+    let out = ok(&mut tool(&dir, &["--ns", "data", "dek"]));
+    assert!(out.contains("-> key v2"), "{out}");
 }
 
 #[test]

@@ -14,6 +14,6 @@ pub struct DekOptions {
 }
 
 /// Start a rotation, or finish one a killed run left behind.
-pub fn run(store: &Store, opts: &DekOptions, progress: &dyn Progress) -> Result<RekeyReport> {
+pub fn run(store: &mut Store, opts: &DekOptions, progress: &dyn Progress) -> Result<RekeyReport> {
     rekey(store, &opts.ns, RekeyKind::Dek, &opts.rekey, progress)
 }

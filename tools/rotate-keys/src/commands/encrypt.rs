@@ -15,6 +15,10 @@ pub struct EncryptOptions {
 
 /// Start the migration, or finish one a killed run left behind. Running it on
 /// an already encrypted namespace does nothing and says so.
-pub fn run(store: &Store, opts: &EncryptOptions, progress: &dyn Progress) -> Result<RekeyReport> {
+pub fn run(
+    store: &mut Store,
+    opts: &EncryptOptions,
+    progress: &dyn Progress,
+) -> Result<RekeyReport> {
     rekey(store, &opts.ns, RekeyKind::Encrypt, &opts.rekey, progress)
 }

@@ -25,8 +25,9 @@ pub struct NamespaceStatus {
     pub kek_id: Option<String>,
     pub current_version: Option<u32>,
     pub versions: Vec<KeyVersion>,
-    /// An unfinished re-encryption (`dek` or `encrypt`), to be resumed, or
-    /// `erase`: one that switched keys but did not finish rewriting the file.
+    /// An unfinished re-encryption (`dek` or `encrypt`) of an earlier
+    /// version, which rewrote the live database, to be redone, or `erase`:
+    /// one that switched keys but did not finish rewriting the file.
     pub unfinished_job: Option<String>,
     pub objects: u64,
     pub bytes: u64,
@@ -36,6 +37,10 @@ pub struct NamespaceStatus {
 pub struct Status {
     /// Id of the master key in the environment, if one is set.
     pub master_key_id: Option<String>,
+    /// A `dek` or `encrypt` run was killed while it wrote the new database
+    /// file: the store is as it was before, and running the same command
+    /// again does the job (it discards the partial file).
+    pub interrupted_rebuild: bool,
     pub namespaces: Vec<NamespaceStatus>,
 }
 
@@ -96,6 +101,7 @@ pub fn run(store: &Store) -> Result<Status> {
     }
     Ok(Status {
         master_key_id: store.keyring().master.as_ref().map(|k| k.id()),
+        interrupted_rebuild: store.dir().join(qg_store::rotation::REBUILD_FILE).exists(),
         namespaces,
     })
 }
