@@ -400,10 +400,18 @@ fn rebuild(
             leaves: Vec::new(),
             parents: Vec::new(),
         };
-        for root in root_ids(store.db(), ns)? {
-            copier.ensure(root, Kind::Commit, true)?;
-        }
-        copier.flush(true)?;
+        // One read transaction on the old file (not a lock per object read)
+        // and one write transaction on the new one (no journal, so a large
+        // transaction costs nothing; pages are written once, at the end, or
+        // when the cache spills).
+        store.db().read(|db| {
+            new_db.write(|_| {
+                for root in root_ids(db, ns)? {
+                    copier.ensure(root, Kind::Commit)?;
+                }
+                copier.flush(true)
+            })
+        })?;
         progress.finish();
         let written = copier.written;
         new_db.write(|db| {
@@ -496,13 +504,13 @@ enum Step {
 }
 
 impl Copier<'_, '_> {
-    /// Make sure `root` and everything below it has a copy. `batched`:
-    /// commit batches in their own transactions (else the caller's).
+    /// Make sure `root` and everything below it has a copy, writing it in
+    /// batches (in the caller's transaction).
     ///
     /// Each object is read once. Leaves (almost all of the bytes) keep their
     /// payload, so they are re-sealed without decoding or recompressing;
     /// commits and internal nodes are rewritten with their children's new ids.
-    fn ensure(&mut self, root: ObjectId, kind: Kind, batched: bool) -> Result<()> {
+    fn ensure(&mut self, root: ObjectId, kind: Kind) -> Result<()> {
         let mut stack = vec![Step::Visit { id: root, kind }];
         while let Some(step) = stack.pop() {
             match step {
@@ -541,7 +549,7 @@ impl Copier<'_, '_> {
                                 );
                                 self.parents.push((id, payload));
                                 if self.leaves.len() >= LEAF_BATCH {
-                                    self.drain_leaves(batched)?;
+                                    self.drain_leaves()?;
                                 }
                                 continue;
                             }
@@ -558,16 +566,16 @@ impl Copier<'_, '_> {
                 }
                 Step::Emit { id, kind, payload } => {
                     // it may name queued level-1 nodes
-                    self.drain_leaves(batched)?;
-                    self.emit(id, kind, &payload, batched)?;
+                    self.drain_leaves()?;
+                    self.emit(id, kind, &payload)?;
                 }
             }
         }
-        self.drain_leaves(batched)
+        self.drain_leaves()
     }
 
     /// Write `id` (whose children all have copies) with its children's new ids.
-    fn emit(&mut self, id: ObjectId, kind: Kind, payload: &[u8], batched: bool) -> Result<()> {
+    fn emit(&mut self, id: ObjectId, kind: Kind, payload: &[u8]) -> Result<()> {
         let new_payload = match kind {
             Kind::Commit => {
                 let mut c: Commit =
@@ -588,14 +596,11 @@ impl Copier<'_, '_> {
         };
         let new_id = self.writer.put(kind, &new_payload)?;
         self.copied(id, new_id);
-        if batched {
-            self.flush(false)?;
-        }
-        Ok(())
+        self.flush(false)
     }
 
     /// Re-seal the queued leaves as they are, then write their parents.
-    fn drain_leaves(&mut self, batched: bool) -> Result<()> {
+    fn drain_leaves(&mut self) -> Result<()> {
         let mut todo = std::mem::take(&mut self.leaves);
         todo.sort();
         todo.dedup();
@@ -604,7 +609,7 @@ impl Copier<'_, '_> {
             self.copied(id, new_id);
         }
         for (id, payload) in std::mem::take(&mut self.parents) {
-            self.emit(id, Kind::Node, &payload, batched)?;
+            self.emit(id, Kind::Node, &payload)?;
         }
         Ok(())
     }
@@ -615,18 +620,12 @@ impl Copier<'_, '_> {
         self.progress.inc(1);
     }
 
-    /// Write the pending batch (when full, or `force`) in its own transaction.
+    /// Write the pending batch (when full, or `force`), in the caller's
+    /// transaction.
     fn flush(&mut self, force: bool) -> Result<()> {
         if self.pending == 0 || (!force && self.pending < self.batch) {
             return Ok(());
         }
-        let db = self.writer.db();
-        db.write(|_| self.flush_in_tx())
-    }
-
-    /// Write the pending objects in the caller's transaction (copies an
-    /// earlier, killed run wrote are not counted again).
-    fn flush_in_tx(&mut self) -> Result<()> {
         self.written += self.writer.flush()?.0;
         self.pending = 0;
         Ok(())
