@@ -63,6 +63,13 @@ fn nonce() -> [u8; 12] {
     })
 }
 
+/// The address of a sealed object with content hash `content` under address
+/// key `key`. The 0xFF in front keeps these inputs apart from those of the
+/// earlier scheme, `kind || payload`, whose first byte is a kind (1 or 2).
+fn keyed_address(key: &[u8], content: &ObjectId) -> ObjectId {
+    ObjectId(hmac(key, &[&[0xFF], &content.0]))
+}
+
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
@@ -532,11 +539,15 @@ impl NsSealer {
 }
 
 impl Sealer for NsSealer {
-    fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId {
+    fn address_of(&self, content: &ObjectId) -> ObjectId {
         match self.sealing {
-            Some(v) => ObjectId(hmac(&self.keys[&v].addr[..], &[&[kind as u8], payload])),
-            None => ObjectId::hash(kind as u8, payload),
+            Some(v) => keyed_address(&self.keys[&v].addr[..], content),
+            None => *content,
         }
+    }
+
+    fn hashed_address_for(&self, key_version: u32, content: &ObjectId) -> Result<ObjectId> {
+        Ok(keyed_address(&self.version(key_version)?.addr[..], content))
     }
 
     fn address_for(

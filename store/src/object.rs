@@ -16,6 +16,16 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const FLAG_ZSTD: u8 = 0b01;
 /// Header flag: the body is sealed (AES-256-GCM).
 pub const FLAG_SEALED: u8 = 0b10;
+/// Header flag (sealed objects only): the sealed body starts with the
+/// object's content hash and tag ([`CONTENT_PREFIX`] bytes), and its address
+/// is the sealer's keyed hash of that content hash ([`Sealer::address_of`]).
+/// A re-encryption then re-addresses an object without decompressing and
+/// hashing its payload. Objects sealed by earlier versions lack it; their
+/// address is a keyed hash of the payload itself ([`Sealer::address_for`]).
+pub const FLAG_HASHED: u8 = 0b100;
+/// Content hash (32 bytes) and tag (1 byte: a tree node's level, 0 for a
+/// commit) at the start of a [`FLAG_HASHED`] sealed body.
+pub const CONTENT_PREFIX: usize = 33;
 /// Bodies shorter than this are stored uncompressed; zstd's frame costs more than it saves.
 const COMPRESS_MIN: usize = 96;
 /// zstd level: the fast end, because bulk loads compress every chunk once.
@@ -53,12 +63,21 @@ pub type Sealed = (u32, Vec<u8>, Vec<u8>);
 
 /// Addresses and (optionally) seals object bodies for one namespace.
 pub trait Sealer: Send + Sync {
+    /// The address a new object gets from its content hash
+    /// (`ObjectId::hash(kind, payload)`, which is the plaintext address).
+    fn address_of(&self, content: &ObjectId) -> ObjectId;
     /// The address a new object with this payload gets.
-    fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId;
-    /// The address of a stored object sealed under `key_version` (None: unsealed);
-    /// an error when such an object may not exist in this namespace.
+    fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId {
+        self.address_of(&ObjectId::hash(kind as u8, payload))
+    }
+    /// The address of a stored object without [`FLAG_HASHED`], sealed under
+    /// `key_version` (None: unsealed); an error when such an object may not
+    /// exist in this namespace.
     fn address_for(&self, key_version: Option<u32>, kind: Kind, payload: &[u8])
         -> Result<ObjectId>;
+    /// The address of a stored [`FLAG_HASHED`] object sealed under
+    /// `key_version` with this content hash.
+    fn hashed_address_for(&self, key_version: u32, content: &ObjectId) -> Result<ObjectId>;
     /// The key version sealing new objects (None: they are stored unsealed).
     fn sealing_version(&self) -> Option<u32> {
         None
@@ -75,8 +94,14 @@ pub trait Sealer: Send + Sync {
 pub struct Plain;
 
 impl Sealer for Plain {
-    fn address(&self, kind: Kind, payload: &[u8]) -> ObjectId {
-        ObjectId::hash(kind as u8, payload)
+    fn address_of(&self, content: &ObjectId) -> ObjectId {
+        *content
+    }
+
+    fn hashed_address_for(&self, key_version: u32, _content: &ObjectId) -> Result<ObjectId> {
+        Err(Error::Other(format!(
+            "an object sealed under key version {key_version} sits in a namespace that is not encrypted"
+        )))
     }
 
     fn address_for(
@@ -151,14 +176,22 @@ fn decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
 
 /// Frame `payload` as an object of `kind`; returns its address and stored bytes.
 pub fn encode(sealer: &dyn Sealer, kind: Kind, payload: &[u8]) -> Result<(ObjectId, Vec<u8>)> {
-    let id = sealer.address(kind, payload);
-    Ok((id, frame(sealer, &id, kind, payload)?))
+    let content = ObjectId::hash(kind as u8, payload);
+    let id = sealer.address_of(&content);
+    Ok((id, frame(sealer, &id, &content, kind, payload)?))
 }
 
-/// The stored bytes of the object `id` (`sealer.address(kind, payload)`):
-/// compressed when that saves space, sealed, framed. Addresses depend on the
-/// payload only, so callers may compute the id first and frame later.
-pub fn frame(sealer: &dyn Sealer, id: &ObjectId, kind: Kind, payload: &[u8]) -> Result<Vec<u8>> {
+/// The stored bytes of the object `id` (`sealer.address_of(content)`, where
+/// `content` is `ObjectId::hash(kind, payload)`): compressed when that saves
+/// space, sealed, framed. Addresses depend on the payload only, so callers
+/// may compute the id first and frame later.
+pub fn frame(
+    sealer: &dyn Sealer,
+    id: &ObjectId,
+    content: &ObjectId,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     let mut flags = 0u8;
     let mut body = None;
     if payload.len() >= COMPRESS_MIN {
@@ -169,21 +202,42 @@ pub fn frame(sealer: &dyn Sealer, id: &ObjectId, kind: Kind, payload: &[u8]) -> 
         }
     }
     let body = body.unwrap_or_else(|| payload.to_vec());
-    seal_and_frame(sealer, id, kind, flags, body)
+    seal_and_frame(sealer, id, content, tag(kind, payload), kind, flags, body)
 }
 
-/// Seal `body` (as compressed or not per `flags`) for `id` and frame it.
+/// The tag byte of a [`FLAG_HASHED`] body: a tree node's level (its first
+/// payload byte), 0 for a commit.
+fn tag(kind: Kind, payload: &[u8]) -> u8 {
+    match kind {
+        Kind::Node => payload.first().copied().unwrap_or(0),
+        Kind::Commit => 0,
+    }
+}
+
+/// Seal `body` (as compressed or not per `flags`) for `id` and frame it; a
+/// sealed body gets the content hash and tag in front ([`FLAG_HASHED`]).
 fn seal_and_frame(
     sealer: &dyn Sealer,
     id: &ObjectId,
+    content: &ObjectId,
+    tag: u8,
     kind: Kind,
     mut flags: u8,
     body: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    flags &= !FLAG_SEALED;
+    flags &= FLAG_ZSTD;
+    let body = if sealer.sealing_version().is_some() {
+        let mut prefixed = Vec::with_capacity(CONTENT_PREFIX + body.len());
+        prefixed.extend_from_slice(&content.0);
+        prefixed.push(tag);
+        prefixed.extend_from_slice(&body);
+        prefixed
+    } else {
+        body
+    };
     let (key_version, nonce, body) = match sealer.seal(id, &body)? {
         Some((v, nonce, sealed)) => {
-            flags |= FLAG_SEALED;
+            flags |= FLAG_SEALED | FLAG_HASHED;
             (v, nonce, sealed)
         }
         None => (0, Vec::new(), body),
@@ -222,14 +276,18 @@ pub struct Resealed {
     /// The object's address under the new sealer, and its stored bytes there.
     pub id: ObjectId,
     pub bytes: Vec<u8>,
-    /// The decoded payload (the same under both sealers).
-    pub payload: Vec<u8>,
+    /// A tree node's level (0 for a commit).
+    pub tag: u8,
 }
 
 /// Re-frame a stored object of `from` for `to` (key rotation, encryption of a
-/// plaintext namespace): verified against `id` as [`decode`] does, addressed
-/// and sealed by `to`. The compressed body is reused as it is: rotating a key
-/// must not pay for compressing every object again.
+/// plaintext namespace), addressed and sealed by `to`. The compressed body is
+/// reused as it is: rotating a key must not pay for compressing every object
+/// again. A [`FLAG_HASHED`] object is opened (which authenticates it, its
+/// address included) and its address checked against its content hash, but
+/// not decompressed or re-hashed: its payload is what a holder of the old
+/// key sealed for that address. Any other object is verified against `id`
+/// as [`decode`] does.
 pub fn reseal(
     from: &dyn Sealer,
     to: &dyn Sealer,
@@ -237,15 +295,35 @@ pub fn reseal(
     id: &ObjectId,
     bytes: &[u8],
 ) -> Result<Resealed> {
-    let o = unframe(from, ns, id, bytes)?;
-    let new_id = to.address(o.kind, &o.payload);
-    let flags = if o.compressed.is_some() { FLAG_ZSTD } else { 0 };
-    let body = o.compressed.unwrap_or_else(|| o.payload.clone());
+    let h = header(ns, id, bytes)?;
+    let corrupt = |reason: String| Error::CorruptObject {
+        ns: ns.to_string(),
+        id: *id,
+        reason,
+    };
+    let zstd = h.flags & FLAG_ZSTD;
+    let (content, tag, body) = if h.flags & FLAG_HASHED != 0 {
+        let opened = from.open(id, h.key_version, h.nonce, h.stored)?;
+        let (content, tag, body) = split_content(&opened).map_err(&corrupt)?;
+        let expected = from
+            .hashed_address_for(h.key_version, &content)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if expected != *id {
+            return Err(corrupt(format!("its content hashes to {expected}")));
+        }
+        (content, tag, body.to_vec())
+    } else {
+        let o = unframe(from, ns, id, bytes)?;
+        let content = ObjectId::hash(o.kind as u8, &o.payload);
+        let tag = tag(o.kind, &o.payload);
+        (content, tag, o.compressed.unwrap_or(o.payload))
+    };
+    let new_id = to.address_of(&content);
     Ok(Resealed {
-        kind: o.kind,
+        kind: h.kind,
         id: new_id,
-        bytes: seal_and_frame(to, &new_id, o.kind, flags, body)?,
-        payload: o.payload,
+        bytes: seal_and_frame(to, &new_id, &content, tag, h.kind, zstd, body)?,
+        tag,
     })
 }
 
@@ -257,7 +335,16 @@ struct Unframed {
     payload: Vec<u8>,
 }
 
-fn unframe(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Unframed> {
+/// The parsed header of a stored object, and what follows it.
+struct Header<'b> {
+    kind: Kind,
+    flags: u8,
+    key_version: u32,
+    nonce: &'b [u8],
+    stored: &'b [u8],
+}
+
+fn header<'b>(ns: &str, id: &ObjectId, bytes: &'b [u8]) -> Result<Header<'b>> {
     let corrupt = |reason: String| Error::CorruptObject {
         ns: ns.to_string(),
         id: *id,
@@ -275,31 +362,81 @@ fn unframe(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result
     let kind =
         Kind::from_u8(bytes[4]).ok_or_else(|| corrupt(format!("unknown kind {}", bytes[4])))?;
     let flags = bytes[5];
-    if flags & !(FLAG_ZSTD | FLAG_SEALED) != 0 {
+    if flags & !(FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED) != 0 {
         return Err(corrupt(format!("unknown header flags {flags:#04x}")));
+    }
+    if flags & FLAG_HASHED != 0 && flags & FLAG_SEALED == 0 {
+        return Err(corrupt("content-hash flag on an unsealed object".into()));
     }
     let key_version = u32::from_le_bytes(bytes[6..10].try_into().expect("4 bytes"));
     let nonce_len = bytes[10] as usize;
     if bytes.len() < HEADER_LEN + nonce_len {
         return Err(corrupt("truncated header".into()));
     }
-    let nonce = &bytes[HEADER_LEN..HEADER_LEN + nonce_len];
-    let stored = &bytes[HEADER_LEN + nonce_len..];
-    let sealed = flags & FLAG_SEALED != 0;
-    let body = if sealed {
-        sealer.open(id, key_version, nonce, stored)?
-    } else {
-        stored.to_vec()
+    Ok(Header {
+        kind,
+        flags,
+        key_version,
+        nonce: &bytes[HEADER_LEN..HEADER_LEN + nonce_len],
+        stored: &bytes[HEADER_LEN + nonce_len..],
+    })
+}
+
+/// (content hash, tag, body) of an opened [`FLAG_HASHED`] body.
+fn split_content(opened: &[u8]) -> std::result::Result<(ObjectId, u8, &[u8]), String> {
+    if opened.len() < CONTENT_PREFIX {
+        return Err("sealed body shorter than its content hash".into());
+    }
+    let content = ObjectId::from_slice(&opened[..32]).expect("32 bytes");
+    Ok((content, opened[32], &opened[CONTENT_PREFIX..]))
+}
+
+fn unframe(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Unframed> {
+    let corrupt = |reason: String| Error::CorruptObject {
+        ns: ns.to_string(),
+        id: *id,
+        reason,
     };
-    let (compressed, payload) = if flags & FLAG_ZSTD != 0 {
-        let payload = decompress(&body).map_err(corrupt)?;
-        (Some(body), payload)
+    let h = header(ns, id, bytes)?;
+    let kind = h.kind;
+    let sealed = h.flags & FLAG_SEALED != 0;
+    let mut opened = if sealed {
+        sealer.open(id, h.key_version, h.nonce, h.stored)?
     } else {
-        (None, body)
+        h.stored.to_vec()
     };
-    let actual = sealer
-        .address_for(sealed.then_some(key_version), kind, &payload)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let prefix = if h.flags & FLAG_HASHED != 0 {
+        let (content, tag, _) = split_content(&opened).map_err(&corrupt)?;
+        opened.drain(..CONTENT_PREFIX);
+        Some((content, tag))
+    } else {
+        None
+    };
+    let (compressed, payload) = if h.flags & FLAG_ZSTD != 0 {
+        let payload = decompress(&opened).map_err(&corrupt)?;
+        (Some(opened), payload)
+    } else {
+        (None, opened)
+    };
+    let actual = match prefix {
+        Some((content, tag)) => {
+            let hashed = ObjectId::hash(kind as u8, &payload);
+            if hashed != content {
+                return Err(corrupt(format!(
+                    "its payload hashes to {hashed}, not to the content hash sealed with it"
+                )));
+            }
+            if self::tag(kind, &payload) != tag {
+                return Err(corrupt("its tag does not match its payload".into()));
+            }
+            sealer
+                .hashed_address_for(h.key_version, &content)
+                .map_err(|e| corrupt(e.to_string()))?
+        }
+        None => sealer
+            .address_for(sealed.then_some(h.key_version), kind, &payload)
+            .map_err(|e| corrupt(e.to_string()))?,
+    };
     if actual != *id {
         return Err(corrupt(format!("content hashes to {actual}")));
     }
@@ -354,14 +491,99 @@ mod tests {
             let r = reseal(&Plain, &Plain, "ns", &id, &bytes).unwrap();
             // same sealer: the same object, byte for byte, without recompressing
             assert_eq!(
-                (r.kind, r.id, &r.bytes, &r.payload),
-                (Kind::Node, id, &bytes, &payload)
+                (r.kind, r.id, &r.bytes, r.tag),
+                (Kind::Node, id, &bytes, payload[0])
             );
             let mut bad = bytes.clone();
             let last = bad.len() - 1;
             bad[last] ^= 1;
             assert!(reseal(&Plain, &Plain, "ns", &id, &bad).is_err());
         }
+    }
+
+    fn sealer(versions: &[u32], sealing: u32) -> crate::crypto::NsSealer {
+        let deks: std::collections::BTreeMap<u32, crate::crypto::Secret> = versions
+            .iter()
+            .map(|&v| (v, zeroize::Zeroizing::new([v as u8; 32])))
+            .collect();
+        crate::crypto::NsSealer::new("ns", &deks, Some(sealing), false)
+    }
+
+    /// A leaf payload: level 0, then bytes that compress.
+    fn leaf() -> Vec<u8> {
+        let mut p = vec![0u8];
+        p.extend(b"<http://example.org/s> <http://p> \"literal\" .".repeat(40));
+        p
+    }
+
+    #[test]
+    fn sealed_objects_carry_their_content_hash_and_reseal_without_rehashing() {
+        let (v1, v2) = (sealer(&[1], 1), sealer(&[1, 2], 2));
+        let payload = leaf();
+        let (id, bytes) = encode(&v1, Kind::Node, &payload).unwrap();
+        assert_eq!(bytes[5], FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED);
+        assert_eq!(id, v1.address_of(&ObjectId::hash(1, &payload)));
+        let r = reseal(&v2, &v2, "ns", &id, &bytes).unwrap();
+        assert_eq!((r.kind, r.tag), (Kind::Node, 0));
+        assert_eq!(
+            r.id,
+            v2.address(Kind::Node, &payload),
+            "new key, new address"
+        );
+        assert_ne!(r.id, id);
+        assert_eq!(decode(&v2, "ns", &r.id, &r.bytes).unwrap().1, payload);
+        // a flipped byte fails to open; a wrong id fails its check
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(reseal(&v2, &v2, "ns", &id, &bad).is_err());
+        assert!(reseal(&v2, &v2, "ns", &r.id, &bytes).is_err());
+    }
+
+    #[test]
+    fn a_sealed_content_hash_that_does_not_match_the_payload_is_corrupt() {
+        let s = sealer(&[1], 1);
+        let payload = leaf();
+        // sealed for the address of other content
+        let other = ObjectId::hash(1, b"something else");
+        let id = s.address_of(&other);
+        let body = compress(&payload).unwrap();
+        let bytes = seal_and_frame(&s, &id, &other, 0, Kind::Node, FLAG_ZSTD, body).unwrap();
+        let err = decode(&s, "ns", &id, &bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("not to the content hash sealed with it"),
+            "{err}"
+        );
+        // the tag is checked against the payload too
+        let content = ObjectId::hash(1, &payload);
+        let id = s.address_of(&content);
+        let body = compress(&payload).unwrap();
+        let bytes = seal_and_frame(&s, &id, &content, 3, Kind::Node, FLAG_ZSTD, body).unwrap();
+        let err = decode(&s, "ns", &id, &bytes).unwrap_err().to_string();
+        assert!(err.contains("tag"), "{err}");
+    }
+
+    #[test]
+    fn objects_sealed_by_earlier_versions_still_read_and_reseal_to_the_new_form() {
+        let (v1, v2) = (sealer(&[1], 1), sealer(&[1, 2], 2));
+        let payload = leaf();
+        // the earlier form: no content hash inside, address keyed over the payload
+        let id = v1.address_for(Some(1), Kind::Node, &payload).unwrap();
+        let (v, nonce, sealed) = v1.seal(&id, &compress(&payload).unwrap()).unwrap().unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend([FORMAT_VERSION, Kind::Node as u8, FLAG_ZSTD | FLAG_SEALED]);
+        bytes.extend(v.to_le_bytes());
+        bytes.push(nonce.len() as u8);
+        bytes.extend(&nonce);
+        bytes.extend(&sealed);
+        assert_eq!(decode(&v1, "ns", &id, &bytes).unwrap().1, payload);
+        let r = reseal(&v2, &v2, "ns", &id, &bytes).unwrap();
+        assert_eq!(r.bytes[5], FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED);
+        assert_eq!(decode(&v2, "ns", &r.id, &r.bytes).unwrap().1, payload);
+        // a hashed flag on an unsealed object is refused
+        let (pid, mut plain) = encode(&Plain, Kind::Node, &payload).unwrap();
+        plain[5] |= FLAG_HASHED;
+        assert!(decode(&Plain, "ns", &pid, &plain).is_err());
     }
 
     #[test]

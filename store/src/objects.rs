@@ -63,14 +63,15 @@ struct Pending {
 /// A buffered object: its payload until it is framed in a batch, then its
 /// stored bytes.
 enum Buffered {
-    Payload(Vec<u8>),
+    /// The payload and its content hash (`ObjectId::hash(kind, payload)`).
+    Payload(ObjectId, Vec<u8>),
     Framed(Vec<u8>),
 }
 
 impl Buffered {
     fn len(&self) -> usize {
         match self {
-            Buffered::Payload(b) | Buffered::Framed(b) => b.len(),
+            Buffered::Payload(_, b) | Buffered::Framed(b) => b.len(),
         }
     }
 }
@@ -116,7 +117,7 @@ impl<'a> ObjectSet<'a> {
     /// Raw payload and kind of an object, verified against its id.
     pub fn get(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>)> {
         match self.pending.borrow().objects.get(id) {
-            Some((kind, Buffered::Payload(p))) => return Ok((*kind, p.clone())),
+            Some((kind, Buffered::Payload(_, p))) => return Ok((*kind, p.clone())),
             Some((_, Buffered::Framed(bytes))) => {
                 return object::decode(&*self.sealer, &self.ns, id, bytes)
             }
@@ -149,7 +150,7 @@ impl<'a> ObjectSet<'a> {
             }
         }
         let (node, from_db) = match self.pending.borrow().objects.get(id) {
-            Some((kind, Buffered::Payload(p))) => (parse_node(&self.ns, id, *kind, p)?, false),
+            Some((kind, Buffered::Payload(_, p))) => (parse_node(&self.ns, id, *kind, p)?, false),
             Some((_, Buffered::Framed(bytes))) => (self.decode_node(id, bytes)?, false),
             None => (self.decode_node(id, &self.stored(id)?)?, true),
         };
@@ -237,7 +238,8 @@ impl<'a> ObjectSet<'a> {
     /// Buffer a new object; returns its id. It is compressed and sealed
     /// later, with others (see [`FRAME_BATCH`]).
     pub fn put(&self, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
-        let id = self.sealer.address(kind, payload);
+        let content = ObjectId::hash(kind as u8, payload);
+        let id = self.sealer.address_of(&content);
         let full = {
             let mut p = self.pending.borrow_mut();
             if !p.objects.contains_key(&id) {
@@ -245,7 +247,7 @@ impl<'a> ObjectSet<'a> {
                 p.order.push(id);
                 p.unframed.push(id);
                 p.objects
-                    .insert(id, (kind, Buffered::Payload(payload.to_vec())));
+                    .insert(id, (kind, Buffered::Payload(content, payload.to_vec())));
             }
             p.unframed.len() >= FRAME_BATCH
         };
@@ -259,18 +261,20 @@ impl<'a> ObjectSet<'a> {
     fn frame_pending(&self) -> Result<()> {
         let mut p = self.pending.borrow_mut();
         let ids = std::mem::take(&mut p.unframed);
-        let work: Vec<(ObjectId, Kind, &[u8])> = ids
+        let work: Vec<(ObjectId, ObjectId, Kind, &[u8])> = ids
             .iter()
             .filter_map(|id| match p.objects.get(id) {
-                Some((kind, Buffered::Payload(b))) => Some((*id, *kind, b.as_slice())),
+                Some((kind, Buffered::Payload(content, b))) => {
+                    Some((*id, *content, *kind, b.as_slice()))
+                }
                 _ => None,
             })
             .collect();
         let sealer = &*self.sealer;
-        let framed = crate::parallel::map(&work, |(id, kind, payload)| {
-            object::frame(sealer, id, *kind, payload)
+        let framed = crate::parallel::map(&work, |(id, content, kind, payload)| {
+            object::frame(sealer, id, content, *kind, payload)
         });
-        let ids: Vec<ObjectId> = work.iter().map(|(id, _, _)| *id).collect();
+        let ids: Vec<ObjectId> = work.iter().map(|(id, _, _, _)| *id).collect();
         drop(work);
         let mut first_error = None;
         for (id, r) in ids.into_iter().zip(framed) {
@@ -313,15 +317,14 @@ impl<'a> ObjectSet<'a> {
         let (old, new, ns) = (&*from.sealer, &*self.sealer, from.ns.as_str());
         let reseal = |i: usize| -> Result<object::Resealed> {
             let r = object::reseal(old, new, ns, &ids[i], &stored[i])?;
-            if r.kind != Kind::Node || r.payload.first() != Some(&0) {
+            if r.kind != Kind::Node || r.tag != 0 {
                 return Err(Error::CorruptObject {
                     ns: ns.to_string(),
                     id: ids[i],
-                    reason: match r.payload.first() {
-                        Some(level) if r.kind == Kind::Node => {
-                            format!("expected a tree leaf, found a level-{level} node")
-                        }
-                        _ => format!("expected a tree leaf, found a {}", r.kind.name()),
+                    reason: if r.kind == Kind::Node {
+                        format!("expected a tree leaf, found a level-{} node", r.tag)
+                    } else {
+                        format!("expected a tree leaf, found a {}", r.kind.name())
                     },
                 });
             }
