@@ -295,6 +295,21 @@ pub fn reseal(
     id: &ObjectId,
     bytes: &[u8],
 ) -> Result<Resealed> {
+    Ok(reseal_if(from, to, ns, id, bytes, |_, _| true)?.expect("every object wanted"))
+}
+
+/// [`reseal`] the object if `want(kind, tag)` (the tag is a tree node's
+/// level, 0 for a commit), else `None`; either way it is verified as
+/// [`reseal`] says. A re-encryption moves the leaves, nearly all of the
+/// bytes, this way in storage order, before it rewrites the nodes above them.
+pub fn reseal_if(
+    from: &dyn Sealer,
+    to: &dyn Sealer,
+    ns: &str,
+    id: &ObjectId,
+    bytes: &[u8],
+    want: impl Fn(Kind, u8) -> bool,
+) -> Result<Option<Resealed>> {
     let h = header(ns, id, bytes)?;
     let corrupt = |reason: String| Error::CorruptObject {
         ns: ns.to_string(),
@@ -311,20 +326,26 @@ pub fn reseal(
         if expected != *id {
             return Err(corrupt(format!("its content hashes to {expected}")));
         }
+        if !want(h.kind, tag) {
+            return Ok(None);
+        }
         (content, tag, body.to_vec())
     } else {
         let o = unframe(from, ns, id, bytes)?;
-        let content = ObjectId::hash(o.kind as u8, &o.payload);
         let tag = tag(o.kind, &o.payload);
+        if !want(o.kind, tag) {
+            return Ok(None);
+        }
+        let content = ObjectId::hash(o.kind as u8, &o.payload);
         (content, tag, o.compressed.unwrap_or(o.payload))
     };
     let new_id = to.address_of(&content);
-    Ok(Resealed {
+    Ok(Some(Resealed {
         kind: h.kind,
         id: new_id,
         bytes: seal_and_frame(to, &new_id, &content, tag, h.kind, zstd, body)?,
         tag,
-    })
+    }))
 }
 
 /// A stored object opened and verified.
@@ -584,6 +605,36 @@ mod tests {
         let (pid, mut plain) = encode(&Plain, Kind::Node, &payload).unwrap();
         plain[5] |= FLAG_HASHED;
         assert!(decode(&Plain, "ns", &pid, &plain).is_err());
+    }
+
+    #[test]
+    fn reseal_if_takes_what_is_wanted_and_checks_everything() {
+        let (v1, v2) = (sealer(&[1], 1), sealer(&[1, 2], 2));
+        let mut inner = leaf();
+        inner[0] = 2;
+        let wanted = |k: Kind, tag: u8| k == Kind::Node && tag == 0;
+        // sealed (content hash inside) and plain objects alike
+        let cases: [(&dyn Sealer, &dyn Sealer); 2] = [(&v2, &v2), (&Plain, &v1)];
+        for (from, to) in cases {
+            let writer: &dyn Sealer = if from.sealing_version().is_some() {
+                &v1
+            } else {
+                &Plain
+            };
+            let (leaf_id, leaf_bytes) = encode(writer, Kind::Node, &leaf()).unwrap();
+            let (node_id, node_bytes) = encode(writer, Kind::Node, &inner).unwrap();
+            let (commit_id, commit_bytes) = encode(writer, Kind::Commit, b"{}").unwrap();
+            let r = reseal_if(from, to, "ns", &leaf_id, &leaf_bytes, wanted).unwrap();
+            let r = r.expect("a leaf is wanted");
+            assert_eq!(decode(to, "ns", &r.id, &r.bytes).unwrap().1, leaf());
+            for (id, bytes) in [(node_id, &node_bytes), (commit_id, &commit_bytes)] {
+                assert!(reseal_if(from, to, "ns", &id, bytes, wanted)
+                    .unwrap()
+                    .is_none());
+            }
+            // not wanted is no excuse for a wrong id
+            assert!(reseal_if(from, to, "ns", &leaf_id, &node_bytes, wanted).is_err());
+        }
     }
 
     #[test]

@@ -294,51 +294,15 @@ impl<'a> ObjectSet<'a> {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Copy tree leaves `ids` of `from` (the same namespace under its old
-    /// keys) into this set, re-addressed and re-sealed by this set's sealer
-    /// without recompressing them (see [`object::reseal`]); buffered like
-    /// `put`. Returns their new ids, in order. Leaves only: other objects name
-    /// their children by id, so their payload changes with the addresses.
-    ///
-    /// The reads are sequential (one connection); opening, hashing and
-    /// sealing, most of the work, is spread over the machine's cores.
-    pub fn put_resealed_leaves(&self, from: &ObjectSet, ids: &[ObjectId]) -> Result<Vec<ObjectId>> {
-        let stored = ids
-            .iter()
-            .map(|id| {
-                from.db
-                    .get_object(&from.ns, id)?
-                    .ok_or_else(|| Error::MissingObject {
-                        ns: from.ns.clone(),
-                        id: *id,
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (old, new, ns) = (&*from.sealer, &*self.sealer, from.ns.as_str());
-        let reseal = |i: usize| -> Result<object::Resealed> {
-            let r = object::reseal(old, new, ns, &ids[i], &stored[i])?;
-            if r.kind != Kind::Node || r.tag != 0 {
-                return Err(Error::CorruptObject {
-                    ns: ns.to_string(),
-                    id: ids[i],
-                    reason: if r.kind == Kind::Node {
-                        format!("expected a tree leaf, found a level-{} node", r.tag)
-                    } else {
-                        format!("expected a tree leaf, found a {}", r.kind.name())
-                    },
-                });
-            }
-            Ok(r)
-        };
-        let indices: Vec<usize> = (0..ids.len()).collect();
-        let results = crate::parallel::map(&indices, |&i| reseal(i));
-        let mut out = Vec::with_capacity(ids.len());
-        for r in results {
-            let r = r?;
-            out.push(r.id);
-            self.buffer(r.kind, r.id, r.bytes);
-        }
-        Ok(out)
+    /// The sealer that addresses and seals (or opens) this set's objects.
+    pub fn sealer(&self) -> &dyn Sealer {
+        &*self.sealer
+    }
+
+    /// Buffer an object already framed for this set (by [`object::reseal`]
+    /// with its sealer), like `put`.
+    pub fn put_framed(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
+        self.buffer(kind, id, bytes)
     }
 
     fn buffer(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
@@ -417,7 +381,7 @@ fn parse_node(ns: &str, id: &ObjectId, kind: Kind, payload: &[u8]) -> Result<Arc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{self, Node};
+    use crate::tree::Node;
 
     fn leaf(i: usize) -> Node {
         Node {
@@ -429,65 +393,6 @@ mod tests {
                 .collect(),
             children: Vec::new(),
         }
-    }
-
-    #[test]
-    fn resealed_leaves_keep_their_payload_and_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::create(dir.path(), "test", "now").unwrap();
-        let from = ObjectSet::new(&db, "a");
-        // enough leaves for every worker thread to get some
-        let ids: Vec<ObjectId> = (0..50).map(|i| from.put_node(leaf(i)).unwrap()).collect();
-        db.write(|_| from.flush()).unwrap();
-        let to = ObjectSet::new(&db, "b");
-        let new = to.put_resealed_leaves(&from, &ids).unwrap();
-        // the same sealer: the same ids, in the order asked
-        assert_eq!(new, ids);
-        assert_eq!(to.pending_bytes(), from_bytes(&db, "a", &ids));
-        db.write(|_| to.flush()).unwrap();
-        for (i, id) in new.iter().enumerate() {
-            assert_eq!(*to.node(id).unwrap(), leaf(i));
-        }
-    }
-
-    fn from_bytes(db: &Db, ns: &str, ids: &[ObjectId]) -> usize {
-        ids.iter()
-            .map(|id| db.get_object(ns, id).unwrap().unwrap().len())
-            .sum()
-    }
-
-    #[test]
-    fn an_internal_node_or_commit_is_refused_and_nothing_is_buffered() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::create(dir.path(), "test", "now").unwrap();
-        let from = ObjectSet::new(&db, "a");
-        let keys = (0..5000u32)
-            .map(|i| format!("<http://example.org/s{i:08}>\0<http://p>\0\"v\"").into_bytes());
-        let root = tree::build(&from, keys).unwrap();
-        let commit = from.put(Kind::Commit, b"{}").unwrap();
-        db.write(|_| from.flush()).unwrap();
-        assert!(
-            from.node(&root).unwrap().level > 0,
-            "the test needs an internal node"
-        );
-        let to = ObjectSet::new(&db, "b");
-        for (id, what) in [(root, "level-"), (commit, "found a commit")] {
-            let err = to
-                .put_resealed_leaves(&from, &[id])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("expected a tree leaf") && err.contains(what),
-                "{err}"
-            );
-        }
-        assert_eq!(to.pending_bytes(), 0);
-        let missing = ObjectId::hash(1, b"not stored");
-        let err = to
-            .put_resealed_leaves(&from, &[missing])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&missing.to_hex()), "{err}");
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! Re-encryption rebuilds the database file. With the store locked
 //! exclusively (no other process may have it open: [`crate::lock`]), it
 //! writes a new file beside the old one, without a journal: every table
-//! copied as it is except the namespace's objects, then every object
-//! reachable from a ref or reflog entry copied bottom-up under the new key
-//! (new addresses, so commits and nodes are rewritten with their children's
-//! new ids), then refs, reflog, key record, key counters and the audit entry
-//! of the new state. The new file is synced and renamed over the old one,
+//! copied as it is except the namespace's objects; then the namespace's
+//! objects under the new key, which gives them new addresses: tree leaves
+//! (nearly all of the bytes) in storage order, re-sealed as they are (a
+//! sealed body carries its content hash, so no leaf is decompressed or
+//! re-hashed), then the commits and internal nodes reachable from a ref or
+//! reflog entry, bottom-up, rewritten with their children's new ids; then
+//! refs, reflog, key record, key counters and the audit entry of the new
+//! state. The new file is synced and renamed over the old one,
 //! whose WAL goes with it: nothing of the old objects, plaintext or sealed
 //! by the old key, is left in the store's files, and no `VACUUM` is needed.
 //!
@@ -27,7 +30,7 @@ use crate::commit::Commit;
 use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey, RekeyJob};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::object::Kind;
+use crate::object::{self, Kind};
 use crate::objects::ObjectSet;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -247,7 +250,12 @@ pub fn rekey(
     let db = store.db();
     let (objects_before, bytes_before) = {
         store.default_branch(ns)?;
-        db.object_stats(ns)?
+        // adding up the sizes reads every object: the copy counts them itself
+        if opts.dry_run {
+            db.object_stats(ns)?
+        } else {
+            (db.count_objects(ns)?, 0)
+        }
     };
     let mut report = RekeyReport {
         ns: ns.to_string(),
@@ -393,12 +401,12 @@ fn rebuild(
             reader: &reader,
             writer: &writer,
             map: &mut map,
+            upper: HashMap::new(),
             pending: 0,
             written: 0,
+            read_bytes: 0,
             batch: opts.batch_objects.max(1),
             progress,
-            leaves: Vec::new(),
-            parents: Vec::new(),
         };
         // One read transaction on the old file (not a lock per object read)
         // and one write transaction on the new one (no journal, so a large
@@ -406,6 +414,7 @@ fn rebuild(
         // when the cache spills).
         store.db().read(|db| {
             new_db.write(|_| {
+                copier.leaves(db)?;
                 for root in root_ids(db, ns)? {
                     copier.ensure(root, Kind::Commit)?;
                 }
@@ -414,6 +423,7 @@ fn rebuild(
         })?;
         progress.finish();
         let written = copier.written;
+        report.bytes_before = copier.read_bytes;
         new_db.write(|db| {
             db.remap_refs(ns, &map)?;
             let mut rec = rec.clone();
@@ -471,24 +481,26 @@ fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {
     Ok(out)
 }
 
-/// Copies objects bottom-up from `reader` to `writer`, remembering old → new ids.
+/// Copies the objects of a namespace from `reader` to `writer` (see
+/// [`Copier::leaves`] and [`Copier::ensure`]), remembering old → new ids.
 struct Copier<'a, 'o> {
     reader: &'a ObjectSet<'o>,
     writer: &'a ObjectSet<'o>,
     map: &'a mut HashMap<ObjectId, ObjectId>,
+    /// The stored bytes of the objects that are not leaves, by id, until
+    /// [`Copier::ensure`] rewrites them.
+    upper: HashMap<ObjectId, Vec<u8>>,
     /// Objects buffered in `writer` since the last flush.
     pending: usize,
     /// Objects this run wrote.
     written: u64,
+    /// Bytes of the objects read.
+    read_bytes: u64,
     batch: usize,
     progress: &'a dyn Progress,
-    /// Leaves waiting to be re-sealed together (one parallel pass each
-    /// [`LEAF_BATCH`]), and their level-1 parents waiting for them.
-    leaves: Vec<ObjectId>,
-    parents: Vec<(ObjectId, Vec<u8>)>,
 }
 
-/// Leaves re-sealed in one parallel pass.
+/// Objects read and re-sealed in one parallel pass.
 const LEAF_BATCH: usize = 1024;
 
 /// One step of the bottom-up copy.
@@ -504,24 +516,63 @@ enum Step {
 }
 
 impl Copier<'_, '_> {
-    /// Make sure `root` and everything below it has a copy, writing it in
-    /// batches (in the caller's transaction).
-    ///
-    /// Each object is read once. Leaves (almost all of the bytes) keep their
-    /// payload, so they are re-sealed without decoding or recompressing;
-    /// commits and internal nodes are rewritten with their children's new ids.
+    /// Read every object of the namespace in storage order, `LEAF_BATCH` at
+    /// a time; re-seal the tree leaves (nearly all of the objects and bytes)
+    /// as they are, on every core, without decompressing them; keep the rest
+    /// for [`Copier::ensure`]. Leaves no ref reaches are copied too (`gc`
+    /// removes them as it would have).
+    fn leaves(&mut self, db: &Db) -> Result<()> {
+        let ns = self.reader.ns().to_string();
+        let (from, to) = (self.reader.sealer(), self.writer.sealer());
+        let mut after = 0;
+        loop {
+            let rows = db.scan_objects(&ns, after, LEAF_BATCH)?;
+            let Some(&(last, ..)) = rows.last() else {
+                return Ok(());
+            };
+            after = last;
+            let resealed = crate::parallel::map(&rows, |(_, id, _, bytes)| {
+                object::reseal_if(from, to, &ns, id, bytes, |kind, level| {
+                    kind == Kind::Node && level == 0
+                })
+            });
+            for ((_, id, _, bytes), r) in rows.into_iter().zip(resealed) {
+                self.read_bytes += bytes.len() as u64;
+                match r? {
+                    Some(r) => {
+                        self.writer.put_framed(r.kind, r.id, r.bytes);
+                        self.copied(id, r.id);
+                    }
+                    None => {
+                        self.upper.insert(id, bytes);
+                    }
+                }
+            }
+            self.flush(false)?;
+        }
+    }
+
+    /// Make sure `root` and everything below it has a copy, after
+    /// [`Copier::leaves`]: commits and internal nodes are rewritten with
+    /// their children's new ids, bottom-up, in batches (in the caller's
+    /// transaction).
     fn ensure(&mut self, root: ObjectId, kind: Kind) -> Result<()> {
+        let ns = self.reader.ns().to_string();
         let mut stack = vec![Step::Visit { id: root, kind }];
         while let Some(step) = stack.pop() {
             match step {
                 Step::Visit { id, .. } if self.map.contains_key(&id) => continue,
                 Step::Visit { id, kind } => {
                     let corrupt = |reason: String| Error::CorruptObject {
-                        ns: self.reader.ns().to_string(),
+                        ns: ns.clone(),
                         id,
                         reason,
                     };
-                    let (real_kind, payload) = self.reader.get(&id)?;
+                    let Some(bytes) = self.upper.get(&id) else {
+                        return Err(Error::MissingObject { ns: ns.clone(), id });
+                    };
+                    let (real_kind, payload) =
+                        object::decode(self.reader.sealer(), &ns, &id, bytes)?;
                     if real_kind != kind {
                         return Err(corrupt(format!(
                             "expected a {}, found a {}",
@@ -529,49 +580,32 @@ impl Copier<'_, '_> {
                             real_kind.name()
                         )));
                     }
-                    let mut children = Vec::new();
-                    match kind {
+                    let children: Vec<(ObjectId, Kind)> = match kind {
                         Kind::Commit => {
                             let c: Commit = serde_json::from_slice(&payload)
                                 .map_err(|e| corrupt(format!("bad commit: {e}")))?;
-                            children.push((c.tree, Kind::Node));
-                            children.extend(c.parents.iter().map(|p| (*p, Kind::Commit)));
+                            std::iter::once((c.tree, Kind::Node))
+                                .chain(c.parents.iter().map(|p| (*p, Kind::Commit)))
+                                .collect()
                         }
-                        Kind::Node => {
-                            let node = Node::decode(&payload).map_err(corrupt)?;
-                            if node.level == 1 {
-                                // its children are leaves: queue them, and it after them
-                                self.leaves.extend(
-                                    node.children
-                                        .iter()
-                                        .map(|c| c.id)
-                                        .filter(|c| !self.map.contains_key(c)),
-                                );
-                                self.parents.push((id, payload));
-                                if self.leaves.len() >= LEAF_BATCH {
-                                    self.drain_leaves()?;
-                                }
-                                continue;
-                            }
-                            children.extend(node.children.iter().map(|c| (c.id, Kind::Node)));
-                        }
-                    }
+                        Kind::Node => Node::decode(&payload)
+                            .map_err(corrupt)?
+                            .children
+                            .iter()
+                            .map(|c| (c.id, Kind::Node))
+                            .collect(),
+                    };
                     stack.push(Step::Emit { id, kind, payload });
                     stack.extend(
                         children
                             .into_iter()
                             .map(|(id, kind)| Step::Visit { id, kind }),
                     );
-                    continue;
                 }
-                Step::Emit { id, kind, payload } => {
-                    // it may name queued level-1 nodes
-                    self.drain_leaves()?;
-                    self.emit(id, kind, &payload)?;
-                }
+                Step::Emit { id, kind, payload } => self.emit(id, kind, &payload)?,
             }
         }
-        self.drain_leaves()
+        Ok(())
     }
 
     /// Write `id` (whose children all have copies) with its children's new ids.
@@ -595,23 +629,9 @@ impl Copier<'_, '_> {
             }
         };
         let new_id = self.writer.put(kind, &new_payload)?;
+        self.upper.remove(&id);
         self.copied(id, new_id);
         self.flush(false)
-    }
-
-    /// Re-seal the queued leaves as they are, then write their parents.
-    fn drain_leaves(&mut self) -> Result<()> {
-        let mut todo = std::mem::take(&mut self.leaves);
-        todo.sort();
-        todo.dedup();
-        let new = self.writer.put_resealed_leaves(self.reader, &todo)?;
-        for (id, new_id) in todo.into_iter().zip(new) {
-            self.copied(id, new_id);
-        }
-        for (id, payload) in std::mem::take(&mut self.parents) {
-            self.emit(id, Kind::Node, &payload)?;
-        }
-        Ok(())
     }
 
     fn copied(&mut self, id: ObjectId, new_id: ObjectId) {

@@ -114,6 +114,10 @@ CREATE TABLE leases(
     server_tables!()
 );
 
+/// One row of `objects`, as [`Db::scan_objects`] reads it: rowid, id, kind,
+/// stored bytes.
+pub type StoredObject = (i64, ObjectId, u8, Vec<u8>);
+
 /// An open database connection with the store's pragmas applied.
 pub struct Db {
     pub(crate) conn: Connection,
@@ -503,6 +507,38 @@ impl Db {
             if let Some(id) = ObjectId::from_slice(&row?) {
                 out.push(id);
             }
+        }
+        Ok(out)
+    }
+
+    /// How many objects `ns` has (cheaper than [`Db::object_stats`], which
+    /// reads every object to add up their sizes).
+    pub fn count_objects(&self, ns: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM objects WHERE ns=?1", [ns], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Up to `limit` objects of `ns` after rowid `after`, in storage order.
+    /// Page on with the last rowid.
+    pub fn scan_objects(&self, ns: &str, after: i64, limit: usize) -> Result<Vec<StoredObject>> {
+        let mut stmt = self.conn.prepare_cached(
+            // `+ns`: walk the table in rowid order, not the (ns, id) index
+            // (which would find and sort every row of `ns` for each page)
+            "SELECT rowid, id, kind, data FROM objects WHERE rowid > ?1 AND +ns = ?2 ORDER BY rowid LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after, ns, limit as i64], |r| {
+            Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rowid, id, kind, data) = row?;
+            let id = ObjectId::from_slice(&id).ok_or_else(|| {
+                Error::Other(format!("objects row {rowid}: id of {} bytes", id.len()))
+            })?;
+            out.push((rowid, id, kind, data));
         }
         Ok(out)
     }
