@@ -336,7 +336,12 @@ pub fn reseal_if(
         if !want(o.kind, tag) {
             return Ok(None);
         }
-        let content = ObjectId::hash(o.kind as u8, &o.payload);
+        // an unsealed object's address, just checked, is its content hash
+        let content = if h.flags & FLAG_SEALED == 0 {
+            *id
+        } else {
+            ObjectId::hash(o.kind as u8, &o.payload)
+        };
         (content, tag, o.compressed.unwrap_or(o.payload))
     };
     let new_id = to.address_of(&content);
