@@ -363,21 +363,26 @@ impl Db {
         // everything of the old file into it, so its WAL holds nothing
         self.checkpoint_truncate()?;
         let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
-        old.close().map_err(|(_, e)| e)?;
-        for ext in ["-wal", "-shm"] {
-            let mut p = self.path.clone().into_os_string();
-            p.push(ext);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let swapped = (|| -> Result<()> {
+            old.close().map_err(|(_, e)| e)?;
+            for ext in ["-wal", "-shm"] {
+                let mut p = self.path.clone().into_os_string();
+                p.push(ext);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
-        std::fs::rename(&path, &self.path)?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()?;
-        self.conn = Self::connect(dir, &self.path)?;
-        Ok(())
+            std::fs::rename(&path, &self.path)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok(())
+        })();
+        // this handle goes on with whichever file is in place: the new one,
+        // or the old one when the swap failed before the rename
+        self.conn = Self::connect(&dir, &self.path)?;
+        swapped
     }
 
     pub fn path(&self) -> &Path {
@@ -1089,4 +1094,58 @@ pub struct ReflogEntry {
     pub time: String,
     pub actor: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u8) -> ObjectId {
+        ObjectId([i; 32])
+    }
+
+    #[test]
+    fn a_copy_without_one_namespaces_objects_replaces_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::create(dir.path(), "test", "now").unwrap();
+        db.write(|db| {
+            db.put_object("a", &id(1), Kind::Node, b"old a")?;
+            db.put_object("b", &id(2), Kind::Node, b"b stays")?;
+            db.set_ref("b", "heads/main", &id(2))?;
+            // an AUTOINCREMENT counter past the largest row
+            let lease = db.take_lease("x", "now")?;
+            db.take_lease("y", "now")?;
+            db.drop_lease(lease + 1)
+        })
+        .unwrap();
+        // another handle: no exclusive lock while it is open
+        let other = Db::open(dir.path()).unwrap();
+        assert!(matches!(db.lock_exclusive(), Err(Error::InUse { .. })));
+        drop(other);
+        db.lock_exclusive().unwrap();
+
+        let scratch = dir.path().join("scratch.sqlite");
+        let new = db.copy_into(&scratch, Some("a")).unwrap();
+        new.write(|n| n.put_object("a", &id(3), Kind::Node, b"new a").map(|_| ()))
+            .unwrap();
+        // the live database is untouched until the swap
+        assert!(db.get_object("a", &id(1)).unwrap().is_some());
+        db.replace_with(new).unwrap();
+        assert!(!scratch.exists());
+        assert_eq!(db.get_object("a", &id(1)).unwrap(), None);
+        assert_eq!(db.get_object("a", &id(3)).unwrap().unwrap(), b"new a");
+        assert_eq!(db.get_object("b", &id(2)).unwrap().unwrap(), b"b stays");
+        assert_eq!(
+            db.refs("b", "").unwrap(),
+            vec![("heads/main".to_string(), id(2))]
+        );
+        assert_eq!(db.meta("store_id").unwrap().as_deref(), Some("test"));
+        let next = db.write(|db| db.take_lease("z", "now")).unwrap();
+        assert_eq!(next, 3, "the lease counter goes on where it was");
+        db.unlock_exclusive().unwrap();
+        // a new handle sees the new file
+        let again = Db::open(dir.path()).unwrap();
+        assert_eq!(again.get_object("a", &id(3)).unwrap().unwrap(), b"new a");
+        assert!(again.integrity_check().unwrap() == vec!["ok".to_string()]);
+    }
 }
