@@ -1,10 +1,13 @@
 //! The store lock: who has a store open, so that a job that replaces the
 //! database file (a data-key rotation rebuilds it) runs alone.
 //!
-//! Every open store holds a shared `flock` on `qg.lock` in the data
-//! directory for as long as it is open; a rebuild upgrades its own to an
-//! exclusive lock, which fails while any other handle (another process, or
-//! another handle in this one) has the store open. The lock is a separate
+//! Every open store holds a shared lock on `qg.lock` in the data directory
+//! for as long as it is open; a rebuild upgrades its own to an exclusive
+//! lock, which fails while any other handle (another process, or another
+//! handle in this one) has the store open. The locks are open-file-
+//! description locks (`F_OFD_SETLK`: per handle, like `flock`, but a refused
+//! upgrade keeps the shared lock, where `flock` drops it first); `flock`
+//! elsewhere than Linux. The lock is a separate
 //! file because the database file is renamed over: a process that waited on
 //! the database file itself would go on with the old, replaced one. The
 //! kernel drops the locks of a killed process.
@@ -25,17 +28,55 @@ pub struct StoreLock {
     path: PathBuf,
 }
 
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: flock on a file descriptor this `File` owns.
-    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+#[derive(Clone, Copy)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// Take or convert this handle's lock without waiting.
+#[cfg(target_os = "linux")]
+fn lock(file: &File, mode: Mode) -> std::io::Result<()> {
+    // SAFETY: an all-zero `flock` struct is valid; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = match mode {
+        Mode::Shared => libc::F_RDLCK,
+        Mode::Exclusive => libc::F_WRLCK,
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start = l_len = 0: the whole file; l_pid must be 0 for OFD locks
+    // SAFETY: fcntl on a descriptor this `File` owns, with a live `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
+#[cfg(not(target_os = "linux"))]
+fn lock(file: &File, mode: Mode) -> std::io::Result<()> {
+    let op = match mode {
+        Mode::Shared => libc::LOCK_SH,
+        Mode::Exclusive => libc::LOCK_EX,
+    };
+    // SAFETY: flock on a file descriptor this `File` owns.
+    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if matches!(mode, Mode::Exclusive) {
+        // a refused flock upgrade dropped the shared lock: take it back
+        // SAFETY: as above.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    }
+    Err(err)
+}
+
+/// A conflicting lock (fcntl says EAGAIN or EACCES, flock EWOULDBLOCK,
+/// which is EAGAIN on Linux).
 fn would_block(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EWOULDBLOCK)
+    let code = e.raw_os_error();
+    code == Some(libc::EWOULDBLOCK) || code == Some(libc::EAGAIN) || code == Some(libc::EACCES)
 }
 
 impl StoreLock {
@@ -55,7 +96,7 @@ impl StoreLock {
             })?;
         let start = Instant::now();
         loop {
-            match flock(&file, libc::LOCK_SH) {
+            match lock(&file, Mode::Shared) {
                 Ok(()) => return Ok(StoreLock { file, path }),
                 Err(e) if would_block(&e) && start.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -79,7 +120,7 @@ impl StoreLock {
     /// Upgrade to an exclusive lock; fails at once while any other handle
     /// has the store open.
     pub fn exclusive(&self) -> Result<()> {
-        flock(&self.file, libc::LOCK_EX).map_err(|e| {
+        lock(&self.file, Mode::Exclusive).map_err(|e| {
             if would_block(&e) {
                 Error::InUse {
                     path: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
@@ -95,7 +136,7 @@ impl StoreLock {
 
     /// Back to a shared lock.
     pub fn shared_again(&self) -> Result<()> {
-        Ok(flock(&self.file, libc::LOCK_SH)?)
+        Ok(lock(&self.file, Mode::Shared)?)
     }
 }
 
@@ -110,6 +151,8 @@ mod tests {
         let b = StoreLock::shared(dir.path(), Duration::ZERO).unwrap();
         let err = a.exclusive().unwrap_err();
         assert!(matches!(err, Error::InUse { .. }), "{err}");
+        // the refused upgrade kept a's shared lock: b cannot go exclusive
+        assert!(b.exclusive().is_err());
         drop(b);
         a.exclusive().unwrap();
         // while it is exclusive, nobody else gets in

@@ -23,7 +23,7 @@ pub const FLAG_SEALED: u8 = 0b10;
 /// hashing its payload. Objects sealed by earlier versions lack it; their
 /// address is a keyed hash of the payload itself ([`Sealer::address_for`]).
 pub const FLAG_HASHED: u8 = 0b100;
-/// Content hash (32 bytes) and tag (1 byte: a tree node's level, 0 for a
+/// Content hash (32 bytes) and tag (1 byte: a tree node's level, 0xFF for a
 /// commit) at the start of a [`FLAG_HASHED`] sealed body.
 pub const CONTENT_PREFIX: usize = 33;
 /// Bodies shorter than this are stored uncompressed; zstd's frame costs more than it saves.
@@ -205,12 +205,17 @@ pub fn frame(
     seal_and_frame(sealer, id, content, tag(kind, payload), kind, flags, body)
 }
 
+/// The tag of a commit in a [`FLAG_HASHED`] body (no tree is that tall).
+const COMMIT_TAG: u8 = 0xFF;
+
 /// The tag byte of a [`FLAG_HASHED`] body: a tree node's level (its first
-/// payload byte), 0 for a commit.
+/// payload byte), [`COMMIT_TAG`] for a commit. Sealed with the body, it
+/// vouches for the header's kind byte, which the AEAD does not cover, when
+/// a re-encryption reads the tag instead of the payload.
 fn tag(kind: Kind, payload: &[u8]) -> u8 {
     match kind {
         Kind::Node => payload.first().copied().unwrap_or(0),
-        Kind::Commit => 0,
+        Kind::Commit => COMMIT_TAG,
     }
 }
 
@@ -276,7 +281,7 @@ pub struct Resealed {
     /// The object's address under the new sealer, and its stored bytes there.
     pub id: ObjectId,
     pub bytes: Vec<u8>,
-    /// A tree node's level (0 for a commit).
+    /// A tree node's level (0xFF for a commit).
     pub tag: u8,
 }
 
@@ -299,7 +304,7 @@ pub fn reseal(
 }
 
 /// [`reseal`] the object if `want(kind, tag)` (the tag is a tree node's
-/// level, 0 for a commit), else `None`; either way it is verified as
+/// level, 0xFF for a commit), else `None`; either way it is verified as
 /// [`reseal`] says. A re-encryption moves the leaves, nearly all of the
 /// bytes, this way in storage order, before it rewrites the nodes above them.
 pub fn reseal_if(
@@ -325,6 +330,17 @@ pub fn reseal_if(
             .map_err(|e| corrupt(e.to_string()))?;
         if expected != *id {
             return Err(corrupt(format!("its content hashes to {expected}")));
+        }
+        if (tag == COMMIT_TAG) != (h.kind == Kind::Commit) {
+            return Err(corrupt(format!(
+                "its header says it is a {} but it was sealed as {}",
+                h.kind.name(),
+                if tag == COMMIT_TAG {
+                    "a commit"
+                } else {
+                    "a tree node"
+                }
+            )));
         }
         if !want(h.kind, tag) {
             return Ok(None);
@@ -639,6 +655,13 @@ mod tests {
             }
             // not wanted is no excuse for a wrong id
             assert!(reseal_if(from, to, "ns", &leaf_id, &node_bytes, wanted).is_err());
+            // a commit whose kind byte was flipped is not taken for a leaf
+            let mut flipped = commit_bytes.clone();
+            flipped[4] = Kind::Node as u8;
+            let err = reseal_if(from, to, "ns", &commit_id, &flipped, wanted)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("corrupt"), "{err}");
         }
     }
 

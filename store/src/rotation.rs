@@ -199,7 +199,8 @@ impl RekeyKind {
 pub struct RekeyOptions {
     /// Report what would change without changing anything.
     pub dry_run: bool,
-    /// Objects per transaction while writing the new file.
+    /// Objects buffered in memory between writes to the new file (all in
+    /// one transaction: the file has no journal).
     pub batch_objects: usize,
 }
 
@@ -279,8 +280,12 @@ pub fn rekey(
             if !opts.dry_run {
                 store.db().lock_exclusive()?;
                 let done = finish_erase(store, ns);
-                store.db().unlock_exclusive()?;
+                if done.is_err() {
+                    let _ = std::fs::remove_file(store.dir().join(REBUILD_FILE));
+                }
+                let unlocked = store.db().unlock_exclusive();
                 done?;
+                unlocked?;
             }
             return Ok(report);
         }
@@ -352,21 +357,27 @@ pub fn rekey(
     if opts.dry_run {
         return Ok(report);
     }
-    if db.crypto_record(ns)? != existing_raw {
-        return Err(Error::Other(format!(
-            "the keys of namespace `{ns}` changed while the job was starting; retry"
-        )));
-    }
     // a partial file is what a killed run leaves; it is rebuilt from scratch
     let scratch = store.dir().join(REBUILD_FILE);
     report.resumed |= scratch.exists();
     store.db().lock_exclusive()?;
-    let done = rebuild(store, kind, &rec, &scratch, opts, progress, report);
-    store.db().unlock_exclusive()?;
+    // what was read before the lock must still hold: nobody changes it now
+    let done = match store.db().crypto_record(ns) {
+        Ok(raw) if raw == existing_raw => {
+            rebuild(store, kind, &rec, &scratch, opts, progress, report)
+        }
+        Ok(_) => Err(Error::Other(format!(
+            "the keys of namespace `{ns}` changed while the job was starting; retry"
+        ))),
+        Err(e) => Err(e),
+    };
     if done.is_err() {
         let _ = std::fs::remove_file(&scratch);
     }
-    done
+    let unlocked = store.db().unlock_exclusive();
+    let report = done?;
+    unlocked?;
+    Ok(report)
 }
 
 /// The new database file a rebuild writes before it takes the old one's place.

@@ -995,7 +995,8 @@ impl RestoreWriter {
     /// between: SQLite gives a new row the largest rowid so far plus one.
     pub fn objects_since(&self, ns: &str, mark: i64, limit: usize) -> Result<Vec<(i64, ObjectId)>> {
         let mut stmt = self.db().conn.prepare_cached(
-            "SELECT rowid, id FROM objects WHERE rowid > ?1 AND ns=?2 ORDER BY rowid LIMIT ?3",
+            // `+ns`: a rowid range, not every row of `ns` found and sorted per page
+            "SELECT rowid, id FROM objects WHERE rowid > ?1 AND +ns=?2 ORDER BY rowid LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![mark, ns, limit as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))

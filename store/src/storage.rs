@@ -375,14 +375,26 @@ impl Db {
                     Err(e) => return Err(e.into()),
                 }
             }
+            // the old WAL must be gone for good before the new file takes its
+            // name, or a power cut could leave it to be replayed onto it
+            std::fs::File::open(&dir)?.sync_all()?;
             std::fs::rename(&path, &self.path)?;
             std::fs::File::open(&dir)?.sync_all()?;
             Ok(())
         })();
         // this handle goes on with whichever file is in place: the new one,
         // or the old one when the swap failed before the rename
-        self.conn = Self::connect(&dir, &self.path)?;
-        swapped
+        match (Self::connect(&dir, &self.path), swapped) {
+            (Ok(conn), swapped) => {
+                self.conn = conn;
+                swapped
+            }
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(swap)) => Err(Error::Other(format!(
+                "{swap}; and reopening {} failed: {e}",
+                self.path.display()
+            ))),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -184,11 +184,13 @@ fn move_into_place(staging: &Path, dest: &Path) -> Result<()> {
                 .map_err(|e| Error::io("move into place", f.display(), e))?;
         }
     }
-    // the staged store's lock file; no one holds it by now
+    // the staged store's lock file stays behind (no one holds it by now):
+    // the destination's own is made by whoever opens the store there
     let lock = staging.join(qg_store::lock::LOCK_FILE);
-    if lock.exists() {
-        std::fs::rename(&lock, dest.join(qg_store::lock::LOCK_FILE))
-            .map_err(|e| Error::io("move into place", lock.display(), e))?;
+    match std::fs::remove_file(&lock) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", lock.display(), e)),
     }
     let hooks = staging.join("hooks");
     if hooks.exists() {

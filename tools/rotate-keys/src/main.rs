@@ -59,7 +59,7 @@ enum Command {
     Dek {
         #[arg(long)]
         dry_run: bool,
-        /// Objects per transaction while writing the new file.
+        /// Objects buffered in memory between writes to the new file.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
@@ -69,6 +69,7 @@ enum Command {
     Encrypt {
         #[arg(long)]
         dry_run: bool,
+        /// Objects buffered in memory between writes to the new file.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },

@@ -306,6 +306,41 @@ fn dek_and_encrypt_refuse_while_the_store_is_open_elsewhere() {
 }
 
 #[test]
+fn a_commit_with_a_damaged_kind_byte_stops_dek_and_changes_nothing() {
+    let (_t, dir) = template(true);
+    let head = {
+        let store = open(&dir, KEY, None);
+        let refs = store.db().refs("data", "heads/main").unwrap();
+        let head = refs[0].1;
+        let mut bytes = store.db().get_object("data", &head).unwrap().unwrap();
+        bytes[4] = 1; // says "tree node"; the kind byte is outside the sealed body
+        store
+            .db()
+            .write(|db| {
+                db.delete_object("data", &head)?;
+                db.put_object("data", &head, qg_store::object::Kind::Commit, &bytes)
+                    .map(|_| ())
+            })
+            .unwrap();
+        head
+    };
+    let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
+    let o = tool(&dir, &["--ns", "data", "dek"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&head.to_hex()) && err.contains("sealed as a commit"),
+        "{err}"
+    );
+    assert!(std::fs::read(dir.join("qg.sqlite")).unwrap() == before);
+    assert!(
+        !files(&dir).contains(&qg_store::rotation::REBUILD_FILE.to_string()),
+        "{:?}",
+        files(&dir)
+    );
+}
+
+#[test]
 fn dry_runs_change_nothing() {
     let (_t, dir) = template(false);
     let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
