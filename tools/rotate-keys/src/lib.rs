@@ -3,8 +3,10 @@
 //! Key rotation for QuadGit stores, as run from security runbooks: rewrap
 //! every data key under a new master key, change a namespace password, rotate
 //! a namespace's data key (re-encrypting its objects), and migrate a
-//! plaintext namespace to an encrypted one. Re-encryption is resumable and
-//! crash-safe (see `qg_store::rotation`); every command writes an audit event.
+//! plaintext namespace to an encrypted one. Re-encryption rebuilds the
+//! database file, so it needs the store to itself; it is crash-safe: a killed
+//! run leaves the store as it was, and running it again does the job (see
+//! `qg_store::rotation`). Every command writes an audit event.
 //!
 //! ```
 //! use qg_rotate_keys::commands::{encrypt, status};

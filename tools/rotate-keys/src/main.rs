@@ -57,6 +57,7 @@ enum Command {
     /// object re-encrypted (the store must not be open elsewhere: stop `qg
     /// serve` first). Killed, it leaves the store as it was; run it again.
     Dek {
+        /// Show what would change (objects, bytes, key versions) without changing it.
         #[arg(long)]
         dry_run: bool,
         /// Objects buffered in memory between writes to the new file.
@@ -67,6 +68,7 @@ enum Command {
     /// addresses, refs and reflog rewritten (the store must not be open
     /// elsewhere). Killed, it leaves the store as it was; run it again.
     Encrypt {
+        /// Show what would change (objects, bytes) without changing it.
         #[arg(long)]
         dry_run: bool,
         /// Objects buffered in memory between writes to the new file.
