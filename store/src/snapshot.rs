@@ -23,7 +23,7 @@ use rusqlite::{params, OptionalExtension};
 use crate::audit;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::storage::{Db, DB_FILE, SCHEMA_VERSION};
+use crate::storage::{bad_row, id_from, Db, DB_FILE, SCHEMA_VERSION};
 
 /// SQLite page cache (KiB) while a snapshot streams a whole store: a scan
 /// touches every page once, so a big cache buys nothing and costs memory.
@@ -204,19 +204,6 @@ pub struct RawObject {
     pub id: ObjectId,
     pub kind: u8,
     pub data: Vec<u8>,
-}
-
-fn bad_row(table: &str, what: String) -> Error {
-    Error::Other(format!("malformed row in table `{table}`: {what}"))
-}
-
-fn id_from(table: &str, column: &str, bytes: Vec<u8>) -> Result<ObjectId> {
-    ObjectId::from_slice(&bytes).ok_or_else(|| {
-        bad_row(
-            table,
-            format!("`{column}` holds {} bytes, not a 32-byte id", bytes.len()),
-        )
-    })
 }
 
 fn hash_from(seq: i64, column: &str, bytes: Vec<u8>) -> Result<[u8; 32]> {
@@ -994,19 +981,7 @@ impl RestoreWriter {
     /// rowid as the next mark. Exact as long as nothing was deleted in
     /// between: SQLite gives a new row the largest rowid so far plus one.
     pub fn objects_since(&self, ns: &str, mark: i64, limit: usize) -> Result<Vec<(i64, ObjectId)>> {
-        let mut stmt = self.db().conn.prepare_cached(
-            // `+ns`: a rowid range, not every row of `ns` found and sorted per page
-            "SELECT rowid, id FROM objects WHERE rowid > ?1 AND +ns=?2 ORDER BY rowid LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![mark, ns, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (rowid, id) = row?;
-            out.push((rowid, id_from("objects", "id", id)?));
-        }
-        Ok(out)
+        self.db().object_ids_after(ns, mark, limit)
     }
 
     /// The objects of plaintext namespace `ns` in the store being built, read

@@ -114,6 +114,21 @@ CREATE TABLE leases(
     server_tables!()
 );
 
+/// An error for a row whose content is not what the schema promises.
+pub(crate) fn bad_row(table: &str, what: String) -> Error {
+    Error::Other(format!("malformed row in table `{table}`: {what}"))
+}
+
+/// The object id stored in `column` of a row of `table`.
+pub(crate) fn id_from(table: &str, column: &str, bytes: Vec<u8>) -> Result<ObjectId> {
+    ObjectId::from_slice(&bytes).ok_or_else(|| {
+        bad_row(
+            table,
+            format!("`{column}` holds {} bytes, not a 32-byte id", bytes.len()),
+        )
+    })
+}
+
 /// One row of `objects`, as [`Db::scan_objects`] reads it: rowid, id, kind,
 /// stored bytes.
 pub type StoredObject = (i64, ObjectId, u8, Vec<u8>);
@@ -152,6 +167,13 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.pragma_update(None, "cache_size", -65536)?;
     Ok(())
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 impl Db {
@@ -283,11 +305,7 @@ impl Db {
     /// The copy is written without a journal or syncs (a crash leaves a file
     /// that is simply discarded) until [`Db::replace_with`] syncs it.
     pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        remove_if_present(path)?;
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -369,17 +387,13 @@ impl Db {
             for ext in ["-wal", "-shm"] {
                 let mut p = self.path.clone().into_os_string();
                 p.push(ext);
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+                remove_if_present(Path::new(&p))?;
             }
             // the old WAL must be gone for good before the new file takes its
             // name, or a power cut could leave it to be replayed onto it
-            std::fs::File::open(&dir)?.sync_all()?;
+            crate::writeback::sync_dir(&dir)?;
             std::fs::rename(&path, &self.path)?;
-            std::fs::File::open(&dir)?.sync_all()?;
+            crate::writeback::sync_dir(&dir)?;
             Ok(())
         })();
         // this handle goes on with whichever file is in place: the new one,
@@ -542,20 +556,39 @@ impl Db {
     /// Page on with the last rowid.
     pub fn scan_objects(&self, ns: &str, after: i64, limit: usize) -> Result<Vec<StoredObject>> {
         let mut stmt = self.conn.prepare_cached(
-            // `+ns`: walk the table in rowid order, not the (ns, id) index
-            // (which would find and sort every row of `ns` for each page)
+            // `+ns`, here and below: walk the table in rowid order, not the
+            // (ns, id) index (which would find and sort every row of `ns`
+            // for each page)
             "SELECT rowid, id, kind, data FROM objects WHERE rowid > ?1 AND +ns = ?2 ORDER BY rowid LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![after, ns, limit as i64], |r| {
-            Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (rowid, id, kind, data) = row?;
-            let id = ObjectId::from_slice(&id).ok_or_else(|| {
-                Error::Other(format!("objects row {rowid}: id of {} bytes", id.len()))
-            })?;
-            out.push((rowid, id, kind, data));
+            out.push((rowid, id_from("objects", "id", id)?, kind, data));
+        }
+        Ok(out)
+    }
+
+    /// [`Db::scan_objects`] without the bytes: (rowid, id).
+    pub fn object_ids_after(
+        &self,
+        ns: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, ObjectId)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, id FROM objects WHERE rowid > ?1 AND +ns = ?2 ORDER BY rowid LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after, ns, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rowid, id) = row?;
+            out.push((rowid, id_from("objects", "id", id)?));
         }
         Ok(out)
     }

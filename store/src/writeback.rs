@@ -53,10 +53,16 @@ impl BackgroundSync {
 /// Make the file at `path` and its directory entry durable.
 pub fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Make the entries of directory `dir` (files created, renamed, removed)
+/// durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -76,5 +82,7 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(sync_in_background(&missing).wait().is_err());
         assert!(sync_file_and_dir(&missing).is_err());
+        sync_dir(dir.path()).unwrap();
+        assert!(sync_dir(&missing).is_err());
     }
 }

@@ -200,9 +200,7 @@ fn move_into_place(staging: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(staging.join(db), dest.join(db))
         .map_err(|e| Error::io("move into place", dest.join(db).display(), e))?;
     std::fs::remove_dir(staging).map_err(|e| Error::io("remove", staging.display(), e))?;
-    std::fs::File::open(dest)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("sync directory", dest.display(), e))
+    qg_store::writeback::sync_dir(dest).map_err(|e| Error::io("sync directory", dest.display(), e))
 }
 
 /// Record the restore in the live store as a restore test, when asked and

@@ -399,9 +399,7 @@ fn sync_dir(path: &Path) -> Result<()> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("sync directory", dir.display(), e))
+    qg_store::writeback::sync_dir(dir).map_err(|e| Error::io("sync directory", dir.display(), e))
 }
 
 impl Upload for DirUpload {
