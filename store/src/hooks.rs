@@ -110,8 +110,9 @@ impl Hooks {
             return Ok(None);
         }
         let name = hook.file_name().to_string();
-        let mut child = Command::new(&path)
-            // own process group, so a timeout kills the hook and everything it started
+        let mut command = Command::new(&path);
+        // own process group, so a timeout kills the hook and everything it started
+        command
             .process_group(0)
             .current_dir(&self.data_dir)
             .env("QG_DATA", &self.data_dir)
@@ -119,12 +120,11 @@ impl Hooks {
             .env("QG_HOOK", &name)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::HookFailed {
-                hook: name.clone(),
-                reason: format!("cannot start {}: {e}", path.display()),
-            })?;
+            .stderr(Stdio::piped());
+        let mut child = spawn_retrying_busy(&mut command).map_err(|e| Error::HookFailed {
+            hook: name.clone(),
+            reason: format!("cannot start {}: {e}", path.display()),
+        })?;
         let body = payload.to_string().into_bytes();
         let mut stdin = child.stdin.take().expect("piped");
         // Feed stdin and drain stderr on threads: a hook that ignores either must not block us.
@@ -182,6 +182,22 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Spawn `command`, retrying for a moment while its executable is busy
+/// (ETXTBSY): a script just written, or being replaced, can still be open
+/// for writing, in this process or in a child forked meanwhile.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +209,31 @@ mod tests {
         let p = hooks.join(hook.file_name());
         std::fs::write(&p, script).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_hook_still_open_for_writing_is_started_once_it_is_closed() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("busy");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(f);
+        });
+        let status = spawn_retrying_busy(&mut Command::new(&path))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(status.success());
+        closer.join().unwrap();
     }
 
     #[test]
