@@ -293,21 +293,12 @@ pub struct Resealed {
 /// not decompressed or re-hashed: its payload is what a holder of the old
 /// key sealed for that address. Any other object is verified against `id`
 /// as [`decode`] does.
+///
+/// Only objects for which `want(kind, tag)` holds (the tag is a tree node's
+/// level, 0xFF for a commit) are re-framed; the others give `None`, checked
+/// all the same. A re-encryption moves the leaves, nearly all of the bytes,
+/// this way in storage order, before it rewrites the nodes above them.
 pub fn reseal(
-    from: &dyn Sealer,
-    to: &dyn Sealer,
-    ns: &str,
-    id: &ObjectId,
-    bytes: &[u8],
-) -> Result<Resealed> {
-    Ok(reseal_if(from, to, ns, id, bytes, |_, _| true)?.expect("every object wanted"))
-}
-
-/// [`reseal`] the object if `want(kind, tag)` (the tag is a tree node's
-/// level, 0xFF for a commit), else `None`; either way it is verified as
-/// [`reseal`] says. A re-encryption moves the leaves, nearly all of the
-/// bytes, this way in storage order, before it rewrites the nodes above them.
-pub fn reseal_if(
     from: &dyn Sealer,
     to: &dyn Sealer,
     ns: &str,
@@ -316,11 +307,7 @@ pub fn reseal_if(
     want: impl Fn(Kind, u8) -> bool,
 ) -> Result<Option<Resealed>> {
     let h = header(ns, id, bytes)?;
-    let corrupt = |reason: String| Error::CorruptObject {
-        ns: ns.to_string(),
-        id: *id,
-        reason,
-    };
+    let corrupt = |reason: String| corrupt(ns, id, reason);
     let zstd = h.flags & FLAG_ZSTD;
     let (content, tag, body) = if h.flags & FLAG_HASHED != 0 {
         let opened = from.open(id, h.key_version, h.nonce, h.stored)?;
@@ -386,12 +373,23 @@ struct Header<'b> {
     stored: &'b [u8],
 }
 
-fn header<'b>(ns: &str, id: &ObjectId, bytes: &'b [u8]) -> Result<Header<'b>> {
-    let corrupt = |reason: String| Error::CorruptObject {
+/// The error for object `id` of namespace `ns` that is not what it should be.
+fn corrupt(ns: &str, id: &ObjectId, reason: String) -> Error {
+    Error::CorruptObject {
         ns: ns.to_string(),
         id: *id,
         reason,
-    };
+    }
+}
+
+/// Check the header of stored object `id` without opening its body (for
+/// sealed objects whose keys are not at hand); returns the kind it names.
+pub fn check_header(ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Kind> {
+    Ok(header(ns, id, bytes)?.kind)
+}
+
+fn header<'b>(ns: &str, id: &ObjectId, bytes: &'b [u8]) -> Result<Header<'b>> {
+    let corrupt = |reason: String| corrupt(ns, id, reason);
     if bytes.len() < HEADER_LEN || &bytes[..3] != MAGIC {
         return Err(corrupt("bad header magic".into()));
     }
@@ -415,6 +413,9 @@ fn header<'b>(ns: &str, id: &ObjectId, bytes: &'b [u8]) -> Result<Header<'b>> {
     if bytes.len() < HEADER_LEN + nonce_len {
         return Err(corrupt("truncated header".into()));
     }
+    if flags & FLAG_SEALED != 0 && nonce_len == 0 {
+        return Err(corrupt("sealed without a nonce".into()));
+    }
     Ok(Header {
         kind,
         flags,
@@ -434,11 +435,7 @@ fn split_content(opened: &[u8]) -> std::result::Result<(ObjectId, u8, &[u8]), St
 }
 
 fn unframe(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Unframed> {
-    let corrupt = |reason: String| Error::CorruptObject {
-        ns: ns.to_string(),
-        id: *id,
-        reason,
-    };
+    let corrupt = |reason: String| corrupt(ns, id, reason);
     let h = header(ns, id, bytes)?;
     let kind = h.kind;
     let sealed = h.flags & FLAG_SEALED != 0;
@@ -530,7 +527,9 @@ mod tests {
     fn reseal_keeps_the_payload_and_checks_the_old_address() {
         for payload in [b"tiny".to_vec(), vec![7u8; 10_000]] {
             let (id, bytes) = encode(&Plain, Kind::Node, &payload).unwrap();
-            let r = reseal(&Plain, &Plain, "ns", &id, &bytes).unwrap();
+            let r = reseal(&Plain, &Plain, "ns", &id, &bytes, |_, _| true)
+                .unwrap()
+                .unwrap();
             // same sealer: the same object, byte for byte, without recompressing
             assert_eq!(
                 (r.kind, r.id, &r.bytes, r.tag),
@@ -539,7 +538,7 @@ mod tests {
             let mut bad = bytes.clone();
             let last = bad.len() - 1;
             bad[last] ^= 1;
-            assert!(reseal(&Plain, &Plain, "ns", &id, &bad).is_err());
+            assert!(reseal(&Plain, &Plain, "ns", &id, &bad, |_, _| true).is_err());
         }
     }
 
@@ -565,7 +564,9 @@ mod tests {
         let (id, bytes) = encode(&v1, Kind::Node, &payload).unwrap();
         assert_eq!(bytes[5], FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED);
         assert_eq!(id, v1.address_of(&ObjectId::hash(1, &payload)));
-        let r = reseal(&v2, &v2, "ns", &id, &bytes).unwrap();
+        let r = reseal(&v2, &v2, "ns", &id, &bytes, |_, _| true)
+            .unwrap()
+            .unwrap();
         assert_eq!((r.kind, r.tag), (Kind::Node, 0));
         assert_eq!(
             r.id,
@@ -578,8 +579,8 @@ mod tests {
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(reseal(&v2, &v2, "ns", &id, &bad).is_err());
-        assert!(reseal(&v2, &v2, "ns", &r.id, &bytes).is_err());
+        assert!(reseal(&v2, &v2, "ns", &id, &bad, |_, _| true).is_err());
+        assert!(reseal(&v2, &v2, "ns", &r.id, &bytes, |_, _| true).is_err());
     }
 
     #[test]
@@ -619,7 +620,9 @@ mod tests {
         bytes.extend(&nonce);
         bytes.extend(&sealed);
         assert_eq!(decode(&v1, "ns", &id, &bytes).unwrap().1, payload);
-        let r = reseal(&v2, &v2, "ns", &id, &bytes).unwrap();
+        let r = reseal(&v2, &v2, "ns", &id, &bytes, |_, _| true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.bytes[5], FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED);
         assert_eq!(decode(&v2, "ns", &r.id, &r.bytes).unwrap().1, payload);
         // a hashed flag on an unsealed object is refused
@@ -629,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn reseal_if_takes_what_is_wanted_and_checks_everything() {
+    fn reseal_takes_what_is_wanted_and_checks_everything() {
         let (v1, v2) = (sealer(&[1], 1), sealer(&[1, 2], 2));
         let mut inner = leaf();
         inner[0] = 2;
@@ -645,20 +648,20 @@ mod tests {
             let (leaf_id, leaf_bytes) = encode(writer, Kind::Node, &leaf()).unwrap();
             let (node_id, node_bytes) = encode(writer, Kind::Node, &inner).unwrap();
             let (commit_id, commit_bytes) = encode(writer, Kind::Commit, b"{}").unwrap();
-            let r = reseal_if(from, to, "ns", &leaf_id, &leaf_bytes, wanted).unwrap();
+            let r = reseal(from, to, "ns", &leaf_id, &leaf_bytes, wanted).unwrap();
             let r = r.expect("a leaf is wanted");
             assert_eq!(decode(to, "ns", &r.id, &r.bytes).unwrap().1, leaf());
             for (id, bytes) in [(node_id, &node_bytes), (commit_id, &commit_bytes)] {
-                assert!(reseal_if(from, to, "ns", &id, bytes, wanted)
+                assert!(reseal(from, to, "ns", &id, bytes, wanted)
                     .unwrap()
                     .is_none());
             }
             // not wanted is no excuse for a wrong id
-            assert!(reseal_if(from, to, "ns", &leaf_id, &node_bytes, wanted).is_err());
+            assert!(reseal(from, to, "ns", &leaf_id, &node_bytes, wanted).is_err());
             // a commit whose kind byte was flipped is not taken for a leaf
             let mut flipped = commit_bytes.clone();
             flipped[4] = Kind::Node as u8;
-            let err = reseal_if(from, to, "ns", &commit_id, &flipped, wanted)
+            let err = reseal(from, to, "ns", &commit_id, &flipped, wanted)
                 .err()
                 .expect("refused");
             assert!(err.to_string().contains("corrupt"), "{err}");

@@ -543,7 +543,7 @@ impl Copier<'_, '_> {
             };
             after = last;
             let resealed = crate::parallel::map(&rows, |(_, id, _, bytes)| {
-                object::reseal_if(from, to, &ns, id, bytes, |kind, level| {
+                object::reseal(from, to, &ns, id, bytes, |kind, level| {
                     kind == Kind::Node && level == 0
                 })
             });

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use qg_store::audit::{Event, Outcome};
-use qg_store::object::{self, Plain, FLAG_SEALED, HEADER_LEN, MAGIC};
+use qg_store::object::{self, Plain};
 use qg_store::objects::ObjectSet;
 use qg_store::progress::Progress;
 use qg_store::snapshot::{NamespaceRow, RestoreWriter, Snapshot};
@@ -1024,29 +1024,27 @@ pub(crate) fn verify_object(
     let bad = |reason: String| {
         Error::damaged(backup, format!("object {id} of namespace `{ns}`: {reason}"))
     };
-    if !encrypted {
+    let (k, payload) = if encrypted {
+        let k = object::check_header(ns, id, data).map_err(|e| bad(e.to_string()))?;
+        (k, None)
+    } else {
         let (k, payload) = object::decode(&Plain, ns, id, data).map_err(|e| bad(e.to_string()))?;
-        if k as u8 != kind {
-            return Err(bad(format!(
-                "recorded as kind {kind} but it is a {}",
-                k.name()
-            )));
-        }
-        if k == object::Kind::Node {
-            let info = check::NodeInfo::of_payload(&payload)
-                .map_err(|e| bad(format!("bad tree node: {e}")))?;
-            return Ok(Verified::Node(Box::new(info)));
-        }
-        return Ok(Verified::Rehashed);
+        (k, Some(payload))
+    };
+    if k as u8 != kind {
+        return Err(bad(format!(
+            "recorded as kind {kind} but it is a {}",
+            k.name()
+        )));
     }
-    if data.len() < HEADER_LEN || &data[..3] != MAGIC || data[4] != kind {
-        return Err(bad("not a framed object".into()));
-    }
-    let nonce = data[10] as usize;
-    if data.len() < HEADER_LEN + nonce || (data[5] & FLAG_SEALED != 0 && nonce == 0) {
-        return Err(bad("bad frame header".into()));
-    }
-    Ok(Verified::Structural)
+    Ok(match payload {
+        None => Verified::Structural,
+        Some(payload) if k == object::Kind::Node => Verified::Node(Box::new(
+            check::NodeInfo::of_payload(&payload)
+                .map_err(|e| bad(format!("bad tree node: {e}")))?,
+        )),
+        Some(_) => Verified::Rehashed,
+    })
 }
 
 /// Page cache (KiB) of the final check's connection to the restored store.
@@ -1090,4 +1088,38 @@ pub(crate) enum Verified {
     Node(Box<check::NodeInfo>),
     /// Sealed: its frame was checked.
     Structural,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qg_store::crypto::{NsSealer, Secret};
+    use qg_store::object::Kind;
+
+    #[test]
+    fn sealed_objects_are_checked_by_their_frame_and_kind() {
+        let deks: std::collections::BTreeMap<u32, Secret> =
+            [(1, zeroize::Zeroizing::new([9u8; 32]))].into();
+        let sealer = NsSealer::new("vault", &deks, Some(1), false);
+        let (id, bytes) = object::encode(&sealer, Kind::Commit, b"{}").unwrap();
+        let check = |kind: u8, data: &[u8]| verify_object("b1", "vault", &id, kind, data, true);
+        assert!(matches!(check(2, &bytes), Ok(Verified::Structural)));
+        let err = |r: Result<Verified>| r.err().expect("refused").to_string();
+        let wrong_kind = err(check(1, &bytes));
+        assert!(
+            wrong_kind.contains("recorded as kind 1 but it is a commit"),
+            "{wrong_kind}"
+        );
+        assert!(
+            wrong_kind.contains(&id.to_hex()) && wrong_kind.contains("b1"),
+            "{wrong_kind}"
+        );
+        assert!(err(check(2, &bytes[..5])).contains("bad header magic"));
+        let mut flags = bytes.clone();
+        flags[5] |= 0x40;
+        assert!(err(check(2, &flags)).contains("unknown header flags"));
+        let mut no_nonce = bytes.clone();
+        no_nonce[10] = 0;
+        assert!(err(check(2, &no_nonce)).contains("sealed without a nonce"));
+    }
 }
