@@ -27,15 +27,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Event};
 use crate::commit::Commit;
-use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey, RekeyJob};
+use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::object::{self, Kind};
 use crate::objects::ObjectSet;
 use crate::progress::Progress;
+use crate::storage::Db;
 use crate::store::Store;
 use crate::tree::Node;
-use crate::{clock, storage::Db};
 
 /// Result of rewrapping under a new master key.
 #[derive(Debug, Clone, Serialize)]
@@ -269,8 +269,9 @@ pub fn rekey(
     };
     let existing = store.crypto_record(ns)?;
     let existing_raw = db.crypto_record(ns)?;
-    // 1. start the job, or find the one a killed run left
-    let rec = match (kind, existing) {
+    // the key record to copy under (with the new key in it), and the key
+    // versions objects move from (None: plaintext) and to
+    let (rec, from, to) = match (kind, existing) {
         (_, Some(rec)) if rec.erase_pending && rec.job.is_none() => {
             // a run of an earlier version, which rewrote the live database,
             // was killed after its switch: only its final rewrite is left
@@ -278,14 +279,7 @@ pub fn rekey(
             report.erase_only = true;
             report.to_version = rec.current.unwrap_or(0);
             if !opts.dry_run {
-                store.db().lock_exclusive()?;
-                let done = finish_erase(store, ns);
-                if done.is_err() {
-                    let _ = std::fs::remove_file(store.dir().join(REBUILD_FILE));
-                }
-                let unlocked = store.db().unlock_exclusive();
-                done?;
-                unlocked?;
+                exclusively(store, |store| finish_erase(store, ns))?;
             }
             return Ok(report);
         }
@@ -300,7 +294,7 @@ pub fn rekey(
             // a run of an earlier version was killed while copying: its
             // copies are left behind with the rest of the old file
             report.resumed = true;
-            rec
+            (rec, job.from, job.to)
         }
         (RekeyKind::Encrypt, Some(rec)) => {
             report.already_done = true;
@@ -316,22 +310,18 @@ pub fn rekey(
         }
         (RekeyKind::Encrypt, None) => {
             let nk = crypto::new_key(kek, ns, 1, None);
-            CryptoRecord {
+            let rec = CryptoRecord {
                 format: 1,
                 kek_id: kek.id(),
                 current: None,
                 keys: vec![nk.wrapped],
                 password: None,
-                job: Some(RekeyJob {
-                    kind: kind.name().into(),
-                    from: None,
-                    to: 1,
-                    started: clock::now(),
-                }),
+                job: None,
                 erase_pending: false,
-            }
+            };
+            (rec, None, 1)
         }
-        (RekeyKind::Dek, Some(rec)) => {
+        (RekeyKind::Dek, Some(mut rec)) => {
             let to = rec.newest_version() + 1;
             let pw_key = match rec.password {
                 Some(_) => Some(store.password_key(ns, &rec)?),
@@ -340,78 +330,76 @@ pub fn rekey(
             // proves the keyring opens the namespace before anything is written
             store.namespace_keys(ns, &rec)?;
             let nk = crypto::new_key(kek, ns, to, pw_key.as_ref());
-            let mut rec = rec;
-            rec.job = Some(RekeyJob {
-                kind: kind.name().into(),
-                from: rec.current,
-                to,
-                started: clock::now(),
-            });
             rec.keys.push(nk.wrapped);
-            rec
+            let from = rec.current;
+            (rec, from, to)
         }
     };
-    let job = rec.job.clone().expect("job set");
-    report.from_version = job.from;
-    report.to_version = job.to;
+    report.from_version = from;
+    report.to_version = to;
     if opts.dry_run {
         return Ok(report);
     }
     // a partial file is what a killed run leaves; it is rebuilt from scratch
-    let scratch = store.dir().join(REBUILD_FILE);
-    report.resumed |= scratch.exists();
-    store.db().lock_exclusive()?;
-    // what was read before the lock must still hold: nobody changes it now
-    let done = match store.db().crypto_record(ns) {
-        Ok(raw) if raw == existing_raw => {
-            rebuild(store, kind, &rec, &scratch, opts, progress, report)
+    report.resumed |= store.dir().join(REBUILD_FILE).exists();
+    exclusively(store, |store| {
+        // what was read before the lock must still hold: nobody changes it now
+        if store.db().crypto_record(ns)? != existing_raw {
+            return Err(Error::Other(format!(
+                "the keys of namespace `{ns}` changed while the job was starting; retry"
+            )));
         }
-        Ok(_) => Err(Error::Other(format!(
-            "the keys of namespace `{ns}` changed while the job was starting; retry"
-        ))),
-        Err(e) => Err(e),
-    };
+        rebuild(store, kind, &rec, (from, to), opts, progress, report)
+    })
+}
+
+/// Run `job` with the store locked exclusively ([`Db::lock_exclusive`]);
+/// when it fails, the partial file it may have left goes.
+fn exclusively<T>(store: &mut Store, job: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+    store.db().lock_exclusive()?;
+    let done = job(store);
     if done.is_err() {
-        let _ = std::fs::remove_file(&scratch);
+        let _ = std::fs::remove_file(store.dir().join(REBUILD_FILE));
     }
     let unlocked = store.db().unlock_exclusive();
-    let report = done?;
+    let value = done?;
     unlocked?;
-    Ok(report)
+    Ok(value)
 }
 
 /// The new database file a rebuild writes before it takes the old one's place.
 pub const REBUILD_FILE: &str = ".qg.sqlite.rebuild";
 
-/// Write the store's database anew into `scratch` with the objects of the
-/// job's namespace sealed under its new key, and put it in place (see the
-/// module docs). The namespace and master key id are in `report`.
+/// Write the store's database anew into [`REBUILD_FILE`] with the objects of
+/// the namespace moved from key version `from` (None: plaintext) to `to`,
+/// and put it in place (see the module docs). The namespace and master key
+/// id are in `report`.
 fn rebuild(
     store: &mut Store,
     kind: RekeyKind,
     rec: &CryptoRecord,
-    scratch: &std::path::Path,
+    (from, to): (Option<u32>, u32),
     opts: &RekeyOptions,
     progress: &dyn Progress,
     mut report: RekeyReport,
 ) -> Result<RekeyReport> {
     let ns = report.ns.clone();
     let ns = ns.as_str();
-    let job = rec.job.clone().expect("a started job");
-    let new_db = store.db().copy_into(scratch, Some(ns))?;
+    let new_db = store
+        .db()
+        .copy_into(&store.dir().join(REBUILD_FILE), Some(ns))?;
     let written = {
         // the writer's keys come from the job's record, the reader's from
         // the store's: neither may find the other's in the key cache
         store.forget_keys();
-        let writer = store.objects_sealed_in(&new_db, ns, rec, job.to)?;
+        let writer = store.objects_sealed_in(&new_db, ns, rec, to)?;
         store.forget_keys();
         let reader = store.objects(ns)?;
-        let mut map = HashMap::new();
         progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
         let mut copier = Copier {
             reader: &reader,
             writer: &writer,
-            map: &mut map,
+            map: HashMap::new(),
             upper: HashMap::new(),
             pending: 0,
             written: 0,
@@ -436,12 +424,12 @@ fn rebuild(
         let written = copier.written;
         report.bytes_before = copier.read_bytes;
         new_db.write(|db| {
-            db.remap_refs(ns, &map)?;
+            db.remap_refs(ns, &copier.map)?;
             let mut rec = rec.clone();
-            rec.current = Some(job.to);
+            rec.current = Some(to);
             rec.job = None;
             rec.erase_pending = false;
-            if let Some(old) = job.from {
+            if let Some(old) = from {
                 rec.keys.retain(|k| k.version != old);
                 db.delete_key_usage(ns, old)?;
             }
@@ -454,7 +442,7 @@ fn rebuild(
                     .ns(ns)
                     .target(ns)
                     .detail(serde_json::json!({
-                        "phase": "done", "from_version": job.from, "to_version": job.to,
+                        "phase": "done", "from_version": from, "to_version": to,
                         "kek_id": report.kek_id, "objects_rewritten": written,
                         "objects_deleted": report.objects_before,
                     })),
@@ -497,7 +485,7 @@ fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {
 struct Copier<'a, 'o> {
     reader: &'a ObjectSet<'o>,
     writer: &'a ObjectSet<'o>,
-    map: &'a mut HashMap<ObjectId, ObjectId>,
+    map: HashMap<ObjectId, ObjectId>,
     /// The stored bytes of the objects that are not leaves, by id, until
     /// [`Copier::ensure`] rewrites them.
     upper: HashMap<ObjectId, Vec<u8>>,
@@ -519,11 +507,14 @@ enum Step {
     /// Copy this object (and, first, what it names).
     Visit { id: ObjectId, kind: Kind },
     /// Everything `id` names has a copy: write it with the new ids.
-    Emit {
-        id: ObjectId,
-        kind: Kind,
-        payload: Vec<u8>,
-    },
+    Emit { id: ObjectId, object: Upper },
+}
+
+/// A commit or internal node, decoded once to find what it names and then
+/// written with the new ids of those.
+enum Upper {
+    Commit(Commit),
+    Node(Node),
 }
 
 impl Copier<'_, '_> {
@@ -591,55 +582,53 @@ impl Copier<'_, '_> {
                             real_kind.name()
                         )));
                     }
-                    let children: Vec<(ObjectId, Kind)> = match kind {
-                        Kind::Commit => {
-                            let c: Commit = serde_json::from_slice(&payload)
-                                .map_err(|e| corrupt(format!("bad commit: {e}")))?;
-                            std::iter::once((c.tree, Kind::Node))
-                                .chain(c.parents.iter().map(|p| (*p, Kind::Commit)))
-                                .collect()
-                        }
-                        Kind::Node => Node::decode(&payload)
-                            .map_err(corrupt)?
+                    let object = match kind {
+                        Kind::Commit => Upper::Commit(
+                            serde_json::from_slice(&payload)
+                                .map_err(|e| corrupt(format!("bad commit: {e}")))?,
+                        ),
+                        Kind::Node => Upper::Node(Node::decode(&payload).map_err(corrupt)?),
+                    };
+                    let children: Vec<Step> = match &object {
+                        Upper::Commit(c) => std::iter::once((c.tree, Kind::Node))
+                            .chain(c.parents.iter().map(|p| (*p, Kind::Commit)))
+                            .map(|(id, kind)| Step::Visit { id, kind })
+                            .collect(),
+                        Upper::Node(n) => n
                             .children
                             .iter()
-                            .map(|c| (c.id, Kind::Node))
+                            .map(|c| Step::Visit {
+                                id: c.id,
+                                kind: Kind::Node,
+                            })
                             .collect(),
                     };
-                    stack.push(Step::Emit { id, kind, payload });
-                    stack.extend(
-                        children
-                            .into_iter()
-                            .map(|(id, kind)| Step::Visit { id, kind }),
-                    );
+                    stack.push(Step::Emit { id, object });
+                    stack.extend(children);
                 }
-                Step::Emit { id, kind, payload } => self.emit(id, kind, &payload)?,
+                Step::Emit { id, object } => self.emit(id, object)?,
             }
         }
         Ok(())
     }
 
     /// Write `id` (whose children all have copies) with its children's new ids.
-    fn emit(&mut self, id: ObjectId, kind: Kind, payload: &[u8]) -> Result<()> {
-        let new_payload = match kind {
-            Kind::Commit => {
-                let mut c: Commit =
-                    serde_json::from_slice(payload).map_err(|e| Error::Other(e.to_string()))?;
+    fn emit(&mut self, id: ObjectId, object: Upper) -> Result<()> {
+        let new_id = match object {
+            Upper::Commit(mut c) => {
                 c.tree = self.map[&c.tree];
                 for p in &mut c.parents {
                     *p = self.map[p];
                 }
-                serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?
+                c.store(self.writer)?
             }
-            Kind::Node => {
-                let mut node = Node::decode(payload).map_err(Error::Other)?;
+            Upper::Node(mut node) => {
                 for c in &mut node.children {
                     c.id = self.map[&c.id];
                 }
-                node.encode()
+                self.writer.put(Kind::Node, &node.encode())?
             }
         };
-        let new_id = self.writer.put(kind, &new_payload)?;
         self.upper.remove(&id);
         self.copied(id, new_id);
         self.flush(false)

@@ -464,6 +464,55 @@ fn missing_master_key_is_exit_2() {
 }
 
 #[test]
+fn a_job_an_earlier_version_left_unfinished_is_done_by_the_next_run() {
+    let (_t, dir) = template(true);
+    let before = snapshot(&open(&dir, KEY, None), "data");
+    // the state an earlier version's `dek` left when killed mid-copy: the
+    // job marked in the key record, with its new key version already in it
+    {
+        let store = open(&dir, KEY, None);
+        let kek = MasterKey::parse(KEY).unwrap();
+        store
+            .db()
+            .write(|db| {
+                let raw = db.crypto_record("data")?.expect("encrypted");
+                let mut rec = qg_store::crypto::CryptoRecord::from_json("data", &raw)?;
+                rec.keys
+                    .push(qg_store::crypto::new_key(&kek, "data", 2, None).wrapped);
+                rec.job = Some(qg_store::crypto::RekeyJob {
+                    kind: "dek".into(),
+                    from: Some(1),
+                    to: 2,
+                    started: "2026-01-01T00:00:00Z".into(),
+                });
+                db.set_crypto_record("data", Some(&rec.to_json()))
+            })
+            .unwrap();
+    }
+    let status = ok(&mut tool(&dir, &["status"]));
+    assert!(status.contains("UNFINISHED `dek` job"), "{status}");
+    // `encrypt` may not take over another kind of job
+    let o = tool(&dir, &["--ns", "data", "encrypt"]).output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unfinished `dek` job"));
+
+    let out = ok(&mut tool(&dir, &["--ns", "data", "dek"]));
+    assert!(
+        out.contains("key v1 -> key v2") && out.contains("resumed"),
+        "{out}"
+    );
+    let store = open(&dir, KEY, None);
+    assert_eq!(snapshot(&store, "data"), before);
+    assert_clean(&store);
+    let rec = store.crypto_record("data").unwrap().unwrap();
+    assert!(rec.job.is_none() && rec.current == Some(2));
+    assert_eq!(
+        rec.keys.iter().map(|k| k.version).collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[test]
 fn a_run_killed_before_its_erase_leaves_the_rest_to_the_next_run() {
     let (_t, dir) = template(false);
     ok(&mut tool(&dir, &["--ns", "data", "encrypt"]));
