@@ -25,7 +25,8 @@ pub const LOCK_FILE: &str = "qg.lock";
 /// A lock on a store's data directory (shared unless upgraded).
 pub struct StoreLock {
     file: File,
-    path: PathBuf,
+    /// The data directory, for errors.
+    dir: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -97,7 +98,12 @@ impl StoreLock {
         let start = Instant::now();
         loop {
             match lock(&file, Mode::Shared) {
-                Ok(()) => return Ok(StoreLock { file, path }),
+                Ok(()) => {
+                    return Ok(StoreLock {
+                        file,
+                        dir: dir.to_path_buf(),
+                    })
+                }
                 Err(e) if would_block(&e) && start.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -123,7 +129,7 @@ impl StoreLock {
         lock(&self.file, Mode::Exclusive).map_err(|e| {
             if would_block(&e) {
                 Error::InUse {
-                    path: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    path: self.dir.clone(),
                     reason: "another process (or handle) has the store open; stop `qg serve` \
                              and other jobs on it, then run this again"
                         .into(),

@@ -302,10 +302,6 @@ impl<'a> ObjectSet<'a> {
     /// Buffer an object already framed for this set (by [`object::reseal`]
     /// with its sealer), like `put`.
     pub fn put_framed(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
-        self.buffer(kind, id, bytes)
-    }
-
-    fn buffer(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
         let mut p = self.pending.borrow_mut();
         if !p.objects.contains_key(&id) {
             p.bytes += bytes.len();
@@ -395,6 +391,14 @@ mod tests {
         }
     }
 
+    /// Leaves 0..n stored in namespace `a` of `db`; their ids.
+    fn stored_leaves(db: &Db, n: usize) -> Vec<ObjectId> {
+        let objs = ObjectSet::new(db, "a");
+        let ids = (0..n).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
+        db.write(|_| objs.flush()).unwrap();
+        ids
+    }
+
     #[test]
     fn buffered_objects_read_back_before_and_after_framing() {
         let dir = tempfile::tempdir().unwrap();
@@ -431,8 +435,8 @@ mod tests {
     fn prefetched_nodes_are_the_stored_ones_and_errors_name_the_object() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::create(dir.path(), "test", "now").unwrap();
+        let ids = stored_leaves(&db, 40);
         let objs = ObjectSet::new(&db, "a");
-        let ids: Vec<ObjectId> = (0..40).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
         let commit = objs.put(Kind::Commit, b"{}").unwrap();
         db.write(|_| objs.flush()).unwrap();
 
@@ -462,9 +466,7 @@ mod tests {
     fn the_node_cache_stays_within_its_byte_budget() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::create(dir.path(), "test", "now").unwrap();
-        let objs = ObjectSet::new(&db, "a");
-        let ids: Vec<ObjectId> = (0..64).map(|i| objs.put_node(leaf(i)).unwrap()).collect();
-        db.write(|_| objs.flush()).unwrap();
+        let ids = stored_leaves(&db, 64);
         let one = leaf(0).heap_bytes();
         let small = ObjectSet::new(&db, "a").with_cache_bytes(one * 5);
         for (i, id) in ids.iter().enumerate() {
