@@ -256,10 +256,8 @@ pub const MEMORY_NODES: usize = 40_000;
 /// directory, so that restore memory stays bounded whatever the store size.
 pub struct NodeIndex {
     limit: usize,
-    len: usize,
-    memory: HashMap<String, HashMap<ObjectId, NodeInfo>>,
-    /// Nodes the walk has checked (memory mode; on disk it is a column).
-    checked: HashMap<String, HashSet<ObjectId>>,
+    /// Per namespace: each node's info, and whether the walk checked it.
+    memory: HashMap<String, HashMap<ObjectId, (NodeInfo, bool)>>,
     spill_dir: std::path::PathBuf,
     disk: Option<DiskNodes>,
 }
@@ -275,9 +273,7 @@ impl NodeIndex {
     pub fn new(limit: usize, spill_dir: &std::path::Path) -> NodeIndex {
         NodeIndex {
             limit,
-            len: 0,
             memory: HashMap::new(),
-            checked: HashMap::new(),
             spill_dir: spill_dir.to_path_buf(),
             disk: None,
         }
@@ -299,7 +295,9 @@ impl NodeIndex {
     }
 
     pub fn insert(&mut self, ns: &str, id: ObjectId, info: NodeInfo) -> Result<()> {
-        if self.disk.is_none() && self.len >= self.limit {
+        if self.disk.is_none()
+            && self.memory.values().map(HashMap::len).sum::<usize>() >= self.limit
+        {
             self.spill()?;
         }
         match &self.disk {
@@ -308,8 +306,7 @@ impl NodeIndex {
                     .prepare_cached(
                         "INSERT OR REPLACE INTO nodes(ns, id, info, checked) VALUES (?1, ?2, ?3, 0)",
                     )
-                    .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..], info.encode()]))
-                    .map_err(qg_store::Error::from)?;
+                    .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..], info.encode()]))?;
             }
             None => {
                 // no String allocated per node: the namespace is usually there
@@ -317,9 +314,7 @@ impl NodeIndex {
                     Some(nodes) => nodes,
                     None => self.memory.entry(ns.to_string()).or_default(),
                 };
-                if nodes.insert(id, info).is_none() {
-                    self.len += 1;
-                }
+                nodes.insert(id, (info, false));
             }
         }
         Ok(())
@@ -328,18 +323,14 @@ impl NodeIndex {
     pub fn remove(&mut self, ns: &str, id: &ObjectId) -> Result<()> {
         match &self.disk {
             Some(d) => {
-                d.conn
-                    .execute(
-                        "DELETE FROM nodes WHERE ns = ?1 AND id = ?2",
-                        rusqlite::params![ns, &id.0[..]],
-                    )
-                    .map_err(qg_store::Error::from)?;
+                d.conn.execute(
+                    "DELETE FROM nodes WHERE ns = ?1 AND id = ?2",
+                    rusqlite::params![ns, &id.0[..]],
+                )?;
             }
             None => {
                 if let Some(m) = self.memory.get_mut(ns) {
-                    if m.remove(id).is_some() {
-                        self.len -= 1;
-                    }
+                    m.remove(id);
                 }
             }
         }
@@ -350,14 +341,10 @@ impl NodeIndex {
     pub fn remove_ns(&mut self, ns: &str) -> Result<()> {
         match &self.disk {
             Some(d) => {
-                d.conn
-                    .execute("DELETE FROM nodes WHERE ns = ?1", [ns])
-                    .map_err(qg_store::Error::from)?;
+                d.conn.execute("DELETE FROM nodes WHERE ns = ?1", [ns])?;
             }
             None => {
-                if let Some(m) = self.memory.remove(ns) {
-                    self.len -= m.len();
-                }
+                self.memory.remove(ns);
             }
         }
         Ok(())
@@ -374,8 +361,7 @@ impl NodeIndex {
                         rusqlite::OptionalExtension::optional(
                             s.query_row(rusqlite::params![ns, &id.0[..]], |r| r.get(0)),
                         )
-                    })
-                    .map_err(qg_store::Error::from)?;
+                    })?;
                 Ok(row
                     .and_then(|b| NodeInfo::decode(&b))
                     .map(std::borrow::Cow::Owned))
@@ -384,7 +370,7 @@ impl NodeIndex {
                 .memory
                 .get(ns)
                 .and_then(|m| m.get(id))
-                .map(std::borrow::Cow::Borrowed)),
+                .map(|(info, _)| std::borrow::Cow::Borrowed(info))),
         }
     }
 
@@ -396,12 +382,14 @@ impl NodeIndex {
                 .prepare_cached(
                     "UPDATE nodes SET checked = 1 WHERE ns = ?1 AND id = ?2 AND checked = 0",
                 )
-                .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..]]))
-                .map_err(qg_store::Error::from)?
+                .and_then(|mut s| s.execute(rusqlite::params![ns, &id.0[..]]))?
                 == 1),
-            None => Ok(match self.checked.get_mut(ns) {
-                Some(set) => set.insert(*id),
-                None => self.checked.entry(ns.to_string()).or_default().insert(*id),
+            None => Ok(match self.memory.get_mut(ns).and_then(|m| m.get_mut(id)) {
+                Some((_, checked)) if !*checked => {
+                    *checked = true;
+                    true
+                }
+                _ => false,
             }),
         }
     }
@@ -414,29 +402,23 @@ impl NodeIndex {
             .map_err(|e| {
                 crate::error::Error::io("create a directory in", self.spill_dir.display(), e)
             })?;
-        let conn = rusqlite::Connection::open(dir.path().join("nodes.sqlite"))
-            .map_err(qg_store::Error::from)?;
+        let conn = rusqlite::Connection::open(dir.path().join("nodes.sqlite"))?;
         // scratch data: a crash loses the restore anyway
         conn.execute_batch(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;
              CREATE TABLE nodes(ns TEXT NOT NULL, id BLOB NOT NULL, info BLOB NOT NULL,
                                 checked INTEGER NOT NULL, PRIMARY KEY(ns, id)) WITHOUT ROWID;
              BEGIN;",
-        )
-        .map_err(qg_store::Error::from)?;
+        )?;
         {
-            let mut put = conn
-                .prepare("INSERT INTO nodes(ns, id, info, checked) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(qg_store::Error::from)?;
+            let mut put =
+                conn.prepare("INSERT INTO nodes(ns, id, info, checked) VALUES (?1, ?2, ?3, ?4)")?;
             for (ns, nodes) in self.memory.drain() {
-                for (id, info) in nodes {
-                    let checked = self.checked.get(&ns).is_some_and(|c| c.contains(&id));
-                    put.execute(rusqlite::params![ns, &id.0[..], info.encode(), checked])
-                        .map_err(qg_store::Error::from)?;
+                for (id, (info, checked)) in nodes {
+                    put.execute(rusqlite::params![ns, &id.0[..], info.encode(), checked])?;
                 }
             }
         }
-        self.checked.clear();
         self.disk = Some(DiskNodes { conn, _dir: dir });
         Ok(())
     }
@@ -637,6 +619,8 @@ mod tests {
         }
         assert!(!idx.on_disk());
         assert!(idx.mark_checked("a", &id(1)).unwrap());
+        assert!(!idx.mark_checked("a", &id(1)).unwrap(), "once");
+        assert!(!idx.mark_checked("a", &id(77)).unwrap(), "an unknown node");
         // the fifth node moves them all to a database in `dir`
         idx.insert("b", id(9), info(9, 3)).unwrap();
         assert!(idx.on_disk());

@@ -6,6 +6,13 @@ use qg_store::ErrorKind;
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// SQLite errors of the restore's own scratch databases, as store errors.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::Store(e.into())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store failed (opening, reading, writing, fsck, audit chain).
