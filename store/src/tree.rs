@@ -1015,16 +1015,8 @@ pub fn divergence(objs: &ObjectSet, a: &ObjectId, b: &ObjectId) -> Result<Diverg
         count: n.count(),
     };
     // the nodes at `level` that may differ, in key order
-    let mut cand_a = if ha == level {
-        vec![root(a, &ra)]
-    } else {
-        Vec::new()
-    };
-    let mut cand_b = if hb == level {
-        vec![root(b, &rb)]
-    } else {
-        Vec::new()
-    };
+    let mut cand_a: Vec<LeafRef> = (ha == level).then(|| root(a, &ra)).into_iter().collect();
+    let mut cand_b: Vec<LeafRef> = (hb == level).then(|| root(b, &rb)).into_iter().collect();
     loop {
         out.only_a.extend(cand_a.iter().map(|c| c.id));
         out.only_b.extend(cand_b.iter().map(|c| c.id));
