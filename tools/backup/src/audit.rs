@@ -14,16 +14,27 @@ use qg_store::Store;
 use crate::error::Result;
 
 /// Record the event `make` builds in the store at `path`, if a store is
-/// there. Returns a warning when the store is there and the record failed.
-pub(crate) fn record_if_present(path: &Path, make: impl FnOnce(&Store) -> Event) -> Option<String> {
-    let store = Store::open(path).ok()?;
-    let event = make(&store);
-    store.record(&event).err().map(|e| {
+/// there (and `make` returns one: it may find the store is not the one
+/// concerned). Returns a warning when something is there and the record
+/// failed (a store that cannot be opened, locked by a key rotation, or
+/// refusing).
+pub(crate) fn record_if_present(
+    path: &Path,
+    make: impl FnOnce(&Store) -> Option<Event>,
+) -> Option<String> {
+    let warning = |e: qg_store::Error| {
         format!(
             "could not record this run in the audit log of {}: {e}",
             path.display()
         )
-    })
+    };
+    let store = match Store::open(path) {
+        Ok(store) => store,
+        Err(qg_store::Error::NoStore { .. }) => return None,
+        Err(e) => return Some(warning(e)),
+    };
+    let event = make(&store)?;
+    store.record(&event).err().map(warning)
 }
 
 /// Record a run of `action` on target `from` that ended in `result`: a
@@ -44,9 +55,11 @@ pub(crate) fn record_run<T>(
         ),
     };
     record_if_present(path, |store| {
-        Event::new(store.actor(), action)
-            .target(from.to_string())
-            .outcome(outcome)
-            .detail(detail)
+        Some(
+            Event::new(store.actor(), action)
+                .target(from.to_string())
+                .outcome(outcome)
+                .detail(detail),
+        )
     })
 }

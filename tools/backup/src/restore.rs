@@ -219,38 +219,34 @@ fn record_test(
     if same(path, &opts.to) {
         return None;
     }
-    let store = Store::open(path).ok()?;
-    let store_id = store.id().ok()?;
-    if let Some(r) = ok {
-        if r.store_id != store_id {
-            return None;
+    crate::audit::record_if_present(path, |store| {
+        let store_id = store.id().ok()?;
+        if let Some(r) = ok {
+            if r.store_id != store_id {
+                return None;
+            }
         }
-    }
-    let mut detail = serde_json::json!({
-        "from": opts.from,
-        "to": opts.to,
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
-    let mut event = Event::new(store.actor(), "restore.test").target(opts.from.clone());
-    match (ok, err) {
-        (Some(r), _) => {
-            detail["backup_id"] = r.id.clone().into();
-            detail["chain"] = serde_json::json!(r.chain);
-            detail["objects"] = r.objects.into();
-            detail["bytes"] = r.bytes_read.into();
-            detail["point_in_time"] = r.point_in_time.clone().into();
+        let mut detail = serde_json::json!({
+            "from": opts.from,
+            "to": opts.to,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        let mut event = Event::new(store.actor(), "restore.test").target(opts.from.clone());
+        match (ok, err) {
+            (Some(r), _) => {
+                detail["backup_id"] = r.id.clone().into();
+                detail["chain"] = serde_json::json!(r.chain);
+                detail["objects"] = r.objects.into();
+                detail["bytes"] = r.bytes_read.into();
+                detail["point_in_time"] = r.point_in_time.clone().into();
+            }
+            (None, Some(e)) => {
+                detail["error"] = e.to_string().into();
+                event = event.outcome(Outcome::Failure);
+            }
+            _ => {}
         }
-        (None, Some(e)) => {
-            detail["error"] = e.to_string().into();
-            event = event.outcome(Outcome::Failure);
-        }
-        _ => {}
-    }
-    store.record(&event.detail(detail)).err().map(|e| {
-        format!(
-            "could not record the restore test in {}: {e}",
-            path.display()
-        )
+        Some(event.detail(detail))
     })
 }
 

@@ -687,6 +687,26 @@ fn a_run_whose_audit_record_fails_says_so_in_a_warning() {
     })
     .unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    // something that is not a store where one should be: said, not skipped
+    let not_a_store = fx.dir.path().join("not-a-store");
+    std::fs::create_dir_all(&not_a_store).unwrap();
+    std::fs::write(not_a_store.join("qg.sqlite"), b"not a database").unwrap();
+    let p = qg_backup::prune::prune(&qg_backup::prune::PruneOptions {
+        from: fx.dir.path().join("t").display().to_string(),
+        keep_last: 5,
+        dry_run: true,
+        record_in: Some(not_a_store),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("could not record this run")),
+        "{:?}",
+        p.warnings
+    );
 }
 
 #[test]
