@@ -37,8 +37,7 @@ WORK=$DATA/backup-$QUADS
 RESULTS=$OUT/backup-results-$QUADS.md
 mkdir -p "$DATA" "$OUT"
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'backup-compare.sh: %s\n' "$*" >&2; exit 1; }
+. "$ROOT/benches/lib.sh"
 
 for tool in cargo python3 restic; do
     command -v "$tool" >/dev/null || die "$tool is required (restic: apt-get install restic)"
@@ -49,18 +48,13 @@ done
 
 if [[ -z ${QG:-} || -z ${QG_BACKUP:-} ]]; then
     say "building qg and qg-backup (release)"
-    (cd "$ROOT" && cargo build --release -p qg-store --bin qg -p qg-backup --bin qg-backup) >&2
-    QG=${QG:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg}
-    QG_BACKUP=${QG_BACKUP:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg-backup}
+    BIN=$(release_build -p qg-store --bin qg -p qg-backup --bin qg-backup)
+    QG=${QG:-$BIN/qg}
+    QG_BACKUP=${QG_BACKUP:-$BIN/qg-backup}
 fi
 [[ -x $QG && -x $QG_BACKUP ]] || die "no qg / qg-backup binaries at $QG / $QG_BACKUP"
 
-NQ=$DATA/dataset-q$QUADS-g$GRAPHS-s$SEED.nq
-if [[ ! -s $NQ ]]; then
-    say "generating $NQ"
-    python3 "$ROOT/benches/gen_dataset.py" --quads "$QUADS" --graphs "$GRAPHS" --seed "$SEED" >"$NQ.tmp"
-    mv "$NQ.tmp" "$NQ"
-fi
+NQ=$(dataset "$QUADS" "$GRAPHS" "$SEED")
 CHANGE=$((QUADS * CHANGE_PCT / 100))
 EDITS=$WORK/edits
 rm -rf "$WORK"

@@ -25,23 +25,17 @@ DATA=$ROOT/benches/data
 WORK=$DATA/scale-$QUADS
 RESULTS=$ROOT/benches/out/backup-scale-$QUADS.md
 mkdir -p "$DATA" "$ROOT/benches/out"
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'backup-scale.sh: %s\n' "$*" >&2; exit 1; }
+. "$ROOT/benches/lib.sh"
 [[ -x /usr/bin/time ]] || die "GNU time is required (apt-get install time)"
 
 if [[ -z ${QG:-} || -z ${QG_BACKUP:-} ]]; then
     say "building qg and qg-backup (release)"
-    (cd "$ROOT" && cargo build --release -p qg-store --bin qg -p qg-backup --bin qg-backup) >&2
-    QG=${QG:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg}
-    QG_BACKUP=${QG_BACKUP:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qg-backup}
+    BIN=$(release_build -p qg-store --bin qg -p qg-backup --bin qg-backup)
+    QG=${QG:-$BIN/qg}
+    QG_BACKUP=${QG_BACKUP:-$BIN/qg-backup}
 fi
 
-NQ=$DATA/dataset-q$QUADS-g$GRAPHS-s$SEED.nq
-if [[ ! -s $NQ ]]; then
-    say "generating $QUADS quads"
-    python3 "$ROOT/benches/gen_dataset.py" --quads "$QUADS" --graphs "$GRAPHS" --seed "$SEED" >"$NQ.tmp"
-    mv "$NQ.tmp" "$NQ"
-fi
+NQ=$(dataset "$QUADS" "$GRAPHS" "$SEED")
 rm -rf "$WORK"
 mkdir -p "$WORK"
 STORE=$WORK/store

@@ -43,8 +43,7 @@ WORK=$DATA/compare-$QUADS            # stores and git repository of this script
 RES=$OUT/results.env
 mkdir -p "$DATA" "$OUT"
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+. "$ROOT/benches/lib.sh"
 
 for tool in python3 git; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -77,8 +76,6 @@ fi
 : >"$RES"
 result() { printf '%s=%s\n' "$1" "$2" >>"$RES"; }
 
-# median of numbers given one per line on stdin
-median() { python3 -c 'import statistics,sys; print(statistics.median(float(l) for l in sys.stdin if l.strip()))'; }
 
 # bench NAME RUNS WARMUP PREPARE CMD: median wall time of CMD (seconds) into $RES as NAME.
 # PREPARE (may be empty) runs untimed before every run.
@@ -147,17 +144,11 @@ if [[ -n ${QG:-} ]]; then
     say "using the prebuilt $QG"
 else
     say "building qg (release)"
-    (cd "$ROOT" && cargo build --release -p qg-store --bin qg) >&2
-    QG=${CARGO_TARGET_DIR:-$ROOT/target}/release/qg
+    QG=$(release_build -p qg-store --bin qg)/qg
 fi
 [[ -x $QG ]] || die "no qg binary at $QG"
 
-NQ=$DATA/dataset-q$QUADS-g$GRAPHS-s$SEED.nq
-if [[ ! -s $NQ ]]; then
-    say "generating $NQ"
-    python3 "$ROOT/benches/gen_dataset.py" --quads "$QUADS" --graphs "$GRAPHS" --seed "$SEED" >"$NQ.tmp.$$"
-    mv "$NQ.tmp.$$" "$NQ"
-fi
+NQ=$(dataset "$QUADS" "$GRAPHS" "$SEED")
 rm -rf "$WORK"
 mkdir -p "$WORK"
 EDITS=$WORK/edits

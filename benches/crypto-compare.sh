@@ -49,8 +49,7 @@ TIMES=$OUT/crypto-$QUADS.times
 RESULT=$OUT/crypto-$QUADS-latest.md
 mkdir -p "$DATA" "$OUT"
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'crypto-compare.sh: %s\n' "$*" >&2; exit 1; }
+. "$ROOT/benches/lib.sh"
 
 for tool in cargo python3 openssl; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -71,7 +70,6 @@ unset QG_NS QG_PASSWORD QG_NEW_PASSWORD QG_UNLOCK_TOKEN QG_MASTER_KEY_FILE QG_CO
 # record NAME VALUE
 record() { printf '%s=%s\n' "$1" "$2" >>"$TIMES"; }
 get() { sed -n "s/^$1=//p" "$TIMES" | tail -n 1; }
-median() { python3 -c 'import statistics, sys; print(statistics.median(float(l) for l in sys.stdin if l.strip()))'; }
 
 # timed NAME RUNS PREPARE CMD: median wall time (s) of CMD over RUNS runs, and
 # the median CPU time (user + system) it used; PREPARE (may be empty) runs
@@ -137,20 +135,15 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)  # other work on the machine skews wall ti
 
 if [[ -z ${QG:-} || -z ${QG_ROTATE_KEYS:-} ]]; then
     say "building qg and qg-rotate-keys (release)"
-    (cd "$ROOT" && cargo build --release -p qg-store -p qg-rotate-keys) >&2
-    QG=${CARGO_TARGET_DIR:-$ROOT/target}/release/qg
-    QG_ROTATE_KEYS=${CARGO_TARGET_DIR:-$ROOT/target}/release/qg-rotate-keys
+    BIN=$(release_build -p qg-store -p qg-rotate-keys)
+    QG=$BIN/qg
+    QG_ROTATE_KEYS=$BIN/qg-rotate-keys
 fi
 [[ -x $QG ]] || die "no qg binary at $QG"
 [[ -x $QG_ROTATE_KEYS ]] || die "no qg-rotate-keys binary at $QG_ROTATE_KEYS"
 export QG QG_ROTATE_KEYS
 
-NQ=$DATA/dataset-q$QUADS-g$GRAPHS-s$SEED.nq   # shared with compare.sh
-if [[ ! -s $NQ ]]; then
-    say "generating $NQ"
-    python3 "$ROOT/benches/gen_dataset.py" --quads "$QUADS" --graphs "$GRAPHS" --seed "$SEED" >"$NQ.tmp"
-    mv "$NQ.tmp" "$NQ"
-fi
+NQ=$(dataset "$QUADS" "$GRAPHS" "$SEED")   # shared with compare.sh
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
