@@ -327,16 +327,28 @@ impl<'a> ObjectSet<'a> {
     pub fn flush(&self) -> Result<(u64, u64)> {
         self.frame_pending()?;
         let mut p = self.pending.borrow_mut();
-        let mut written = (0u64, 0u64);
-        for id in std::mem::take(&mut p.order) {
-            if let Some((kind, Buffered::Framed(bytes))) = p.objects.remove(&id) {
-                if self.db.put_object(&self.ns, &id, kind, &bytes)? {
-                    written.0 += 1;
-                    written.1 += bytes.len() as u64;
-                }
-            }
-        }
+        let order = std::mem::take(&mut p.order);
+        let mut objects = std::mem::take(&mut p.objects);
         p.bytes = 0;
+        drop(p);
+        let framed: Vec<(ObjectId, Kind, Vec<u8>)> = order
+            .into_iter()
+            .filter_map(|id| match objects.remove(&id) {
+                Some((kind, Buffered::Framed(bytes))) => Some((id, kind, bytes)),
+                _ => None,
+            })
+            .collect();
+        self.write_framed(&framed)
+    }
+
+    /// Write objects framed by this set's sealer straight away (in the
+    /// caller's transaction), counting them against the sealing key.
+    /// Returns (objects written, bytes written), counting only new ones.
+    pub fn write_framed(&self, framed: &[(ObjectId, Kind, Vec<u8>)]) -> Result<(u64, u64)> {
+        let written = self.db.put_objects(
+            &self.ns,
+            framed.iter().map(|(id, kind, b)| (id, *kind, b.as_slice())),
+        )?;
         if let (Some(v), true) = (self.sealer.sealing_version(), written.0 > 0) {
             let sealed = self.db.add_key_usage(&self.ns, v, written.0)?;
             if sealed > crate::crypto::SEAL_LIMIT {

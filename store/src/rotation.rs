@@ -11,7 +11,10 @@
 //! re-hashed), then the commits and internal nodes reachable from a ref or
 //! reflog entry, bottom-up, rewritten with their children's new ids; then
 //! refs, reflog, key record, key counters and the audit entry of the new
-//! state. The new file is synced and renamed over the old one,
+//! state. A thread with a connection of its own (a memory map of the old
+//! file) reads and re-keys a batch while the caller's writes the one before,
+//! and the new file is written back to disk as it grows (a small page cache,
+//! `sync_file_range`). The new file is synced and renamed over the old one,
 //! whose WAL goes with it: nothing of the old objects, plaintext or sealed
 //! by the old key, is left in the store's files, and no `VACUUM` is needed.
 //!
@@ -21,7 +24,8 @@
 //! (copy, switch, `VACUUM`, checkpoint, all through the WAL) wrote every
 //! page about five times; the price is that the store is offline meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +34,7 @@ use crate::commit::Commit;
 use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::object::{self, Kind};
+use crate::object::{self, Kind, Resealed, Sealer};
 use crate::objects::ObjectSet;
 use crate::progress::Progress;
 use crate::storage::Db;
@@ -199,8 +203,9 @@ impl RekeyKind {
 pub struct RekeyOptions {
     /// Report what would change without changing anything.
     pub dry_run: bool,
-    /// Objects buffered in memory between writes to the new file (all in
-    /// one transaction: the file has no journal).
+    /// Objects read, re-keyed and written per batch: one is read while the
+    /// one before is written, two more may wait between them. (All are
+    /// written in one transaction: the new file has no journal.)
     pub batch_objects: usize,
 }
 
@@ -388,6 +393,9 @@ fn rebuild(
     let new_db = store
         .db()
         .copy_into(&store.dir().join(REBUILD_FILE), Some(ns))?;
+    let old_file = store.db().exclusive_reader()?;
+    new_db.set_cache_kib(REBUILD_CACHE_KIB)?;
+    let new_file = std::fs::File::open(new_db.path())?;
     let written = {
         // the writer's keys come from the job's record, the reader's from
         // the store's: neither may find the other's in the key cache
@@ -396,35 +404,34 @@ fn rebuild(
         store.forget_keys();
         let reader = store.objects(ns)?;
         progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
-        let mut copier = Copier {
-            reader: &reader,
-            writer: &writer,
-            map: HashMap::new(),
-            upper: HashMap::new(),
-            pending: 0,
-            written: 0,
-            read_bytes: 0,
-            batch: opts.batch_objects.max(1),
-            progress,
-        };
         // One read transaction on the old file (not a lock per object read)
         // and one write transaction on the new one (no journal, so a large
-        // transaction costs nothing; pages are written once, at the end, or
-        // when the cache spills).
-        store.db().read(|db| {
+        // transaction costs nothing). A thread with a connection of its own
+        // reads and re-keys the objects, a batch at a time, while this one
+        // writes the batch before.
+        let rekeyer = Rekeyer {
+            ns,
+            from: reader.sealer(),
+            to: writer.sealer(),
+            map: HashMap::with_capacity(report.objects_before as usize),
+            upper: HashMap::new(),
+        };
+        let batch = opts.batch_objects.max(1);
+        let (map, written, read_bytes) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let feeder = scope.spawn(move || rekeyer.run(&old_file, batch, tx));
             new_db.write(|_| {
-                copier.leaves(db)?;
-                for root in root_ids(db, ns)? {
-                    copier.ensure(root, Kind::Commit)?;
+                let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
+                match feeder.join() {
+                    Ok(map) => Ok((map?, written, read)),
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
-                copier.flush(true)
             })
         })?;
         progress.finish();
-        let written = copier.written;
-        report.bytes_before = copier.read_bytes;
+        report.bytes_before = read_bytes;
         new_db.write(|db| {
-            db.remap_refs(ns, &copier.map)?;
+            db.remap_refs(ns, &map)?;
             let mut rec = rec.clone();
             rec.current = Some(to);
             rec.job = None;
@@ -480,174 +487,261 @@ fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {
     Ok(out)
 }
 
-/// Copies the objects of a namespace from `reader` to `writer` (see
-/// [`Copier::leaves`] and [`Copier::ensure`]), remembering old → new ids.
-struct Copier<'a, 'o> {
-    reader: &'a ObjectSet<'o>,
-    writer: &'a ObjectSet<'o>,
-    map: HashMap<ObjectId, ObjectId>,
-    /// The stored bytes of the objects that are not leaves, by id, until
-    /// [`Copier::ensure`] rewrites them.
-    upper: HashMap<ObjectId, Vec<u8>>,
-    /// Objects buffered in `writer` since the last flush.
-    pending: usize,
-    /// Objects this run wrote.
-    written: u64,
-    /// Bytes of the objects read.
+/// Page cache of the new file while it is written: small, so that pages go
+/// out (and are written back) as the copy runs, not all at the end.
+const REBUILD_CACHE_KIB: i64 = 2 * 1024;
+
+/// Objects under the new key, framed, and the stored bytes they were read from.
+struct Batch {
+    framed: Vec<(ObjectId, Kind, Vec<u8>)>,
     read_bytes: u64,
-    batch: usize,
-    progress: &'a dyn Progress,
 }
 
-/// Objects read and re-sealed in one parallel pass.
-const LEAF_BATCH: usize = 1024;
-
-/// One step of the bottom-up copy.
-enum Step {
-    /// Copy this object (and, first, what it names).
-    Visit { id: ObjectId, kind: Kind },
-    /// Everything `id` names has a copy: write it with the new ids.
-    Emit { id: ObjectId, object: Upper },
+/// Write the batches a [`Rekeyer`] sends (in the caller's transaction),
+/// starting the new file's write-back after each. Returns (objects written,
+/// bytes read).
+fn write_batches(
+    writer: &ObjectSet,
+    batches: Receiver<Batch>,
+    file: &std::fs::File,
+    progress: &dyn Progress,
+) -> Result<(u64, u64)> {
+    let (mut written, mut read) = (0, 0);
+    for batch in batches {
+        written += writer.write_framed(&batch.framed)?.0;
+        read += batch.read_bytes;
+        progress.inc(batch.framed.len() as u64);
+        crate::writeback::start(file, 0);
+    }
+    Ok((written, read))
 }
 
-/// A commit or internal node, decoded once to find what it names and then
+/// Moves the objects of namespace `ns` from sealer `from` to sealer `to`:
+/// the tree leaves (nearly all of the objects and bytes) re-sealed as they
+/// are, then the commits and internal nodes rewritten with their children's
+/// new ids. Remembers old → new ids.
+struct Rekeyer<'a> {
+    ns: &'a str,
+    from: &'a dyn Sealer,
+    to: &'a dyn Sealer,
+    map: HashMap<ObjectId, ObjectId>,
+    /// The objects that are not leaves, decoded, until [`Rekeyer::upper`]
+    /// rewrites them.
+    upper: HashMap<ObjectId, Upper>,
+}
+
+impl Rekeyer<'_> {
+    /// Re-key every object of the namespace in `db` (see [`Rekeyer::leaves`]
+    /// and [`Rekeyer::upper`]), sending the new objects to `out`. Returns
+    /// the old → new ids; stops at the first error, or when the receiver is
+    /// gone (the writer failed: it reports why).
+    fn run(
+        mut self,
+        db: &Db,
+        batch: usize,
+        out: SyncSender<Batch>,
+    ) -> Result<HashMap<ObjectId, ObjectId>> {
+        let send = |b: Batch| {
+            out.send(b)
+                .map_err(|_| Error::Other("the writer of the new file stopped".into()))
+        };
+        db.read(|db| {
+            self.leaves(db, batch, &send)?;
+            self.upper(&root_ids(db, self.ns)?, &send)
+        })?;
+        Ok(self.map)
+    }
+
+    /// Read every object in storage order, `batch` at a time, and send the
+    /// tree leaves re-sealed as they are, without decompressing them; keep
+    /// the others, decoded, for [`Rekeyer::upper`]. Both on every core.
+    /// Leaves no ref reaches are copied too (`gc` removes them as it would
+    /// have).
+    fn leaves(&mut self, db: &Db, batch: usize, send: &dyn Fn(Batch) -> Result<()>) -> Result<()> {
+        let (ns, from, to) = (self.ns, self.from, self.to);
+        let mut after = 0;
+        loop {
+            let rows = db.scan_objects(ns, after, batch)?;
+            let Some(&(last, ..)) = rows.last() else {
+                return Ok(());
+            };
+            after = last;
+            let objects = crate::parallel::map(&rows, |(_, id, _, bytes)| -> Result<Read> {
+                match object::reseal(from, to, ns, id, bytes, |kind, level| {
+                    kind == Kind::Node && level == 0
+                })? {
+                    Some(new) => Ok(Read::Leaf(new)),
+                    None => Ok(Read::Upper(Upper::decode(from, ns, id, bytes)?)),
+                }
+            });
+            let mut out = Batch {
+                framed: Vec::with_capacity(rows.len()),
+                read_bytes: 0,
+            };
+            for ((_, id, _, bytes), object) in rows.iter().zip(objects) {
+                out.read_bytes += bytes.len() as u64;
+                match object? {
+                    Read::Leaf(new) => {
+                        self.map.insert(*id, new.id);
+                        out.framed.push((new.id, new.kind, new.bytes));
+                    }
+                    Read::Upper(upper) => {
+                        self.upper.insert(*id, upper);
+                    }
+                }
+            }
+            send(out)?;
+        }
+    }
+
+    /// After [`Rekeyer::leaves`], rewrite the commits and internal nodes
+    /// reachable from `roots` with their children's new ids and send them:
+    /// the nodes a level at a time from the bottom, each level encoded and
+    /// sealed on every core, then the commits, parents first. Unreachable
+    /// ones are left behind (`gc` would remove them).
+    fn upper(&mut self, roots: &[ObjectId], send: &dyn Fn(Batch) -> Result<()>) -> Result<()> {
+        let (ns, to) = (self.ns, self.to);
+        let (levels, commits) = self.reachable(roots)?;
+        for mut nodes in levels.into_values() {
+            for (id, node) in &mut nodes {
+                for c in &mut node.children {
+                    // a child at this level or above: no tree is built so
+                    c.id = *self.map.get(&c.id).ok_or_else(|| Error::CorruptObject {
+                        ns: ns.to_string(),
+                        id: *id,
+                        reason: format!("child {} is not a tree node of a lower level", c.id),
+                    })?;
+                }
+            }
+            let framed = crate::parallel::map(&nodes, |(_, node)| {
+                object::encode(to, Kind::Node, &node.encode())
+            });
+            let mut out = Batch {
+                framed: Vec::with_capacity(nodes.len()),
+                read_bytes: 0,
+            };
+            for ((old, _), f) in nodes.iter().zip(framed) {
+                let (new, bytes) = f?;
+                self.map.insert(*old, new);
+                out.framed.push((new, Kind::Node, bytes));
+            }
+            send(out)?;
+        }
+        let mut out = Batch {
+            framed: Vec::with_capacity(commits.len()),
+            read_bytes: 0,
+        };
+        for (old, mut c) in commits {
+            c.tree = self.map[&c.tree];
+            for p in &mut c.parents {
+                *p = self.map[p];
+            }
+            let payload = serde_json::to_vec(&c).map_err(|e| Error::Other(e.to_string()))?;
+            let (new, bytes) = object::encode(to, Kind::Commit, &payload)?;
+            self.map.insert(old, new);
+            out.framed.push((new, Kind::Commit, bytes));
+        }
+        send(out)
+    }
+
+    /// The commits and internal nodes reachable from `roots` (taken out of
+    /// `self.upper`): the nodes by level, the commits parents first. Checks
+    /// that each object is of the kind that names it.
+    #[allow(clippy::type_complexity)]
+    fn reachable(
+        &mut self,
+        roots: &[ObjectId],
+    ) -> Result<(BTreeMap<u8, Vec<(ObjectId, Node)>>, Vec<(ObjectId, Commit)>)> {
+        let ns = self.ns;
+        let mut levels: BTreeMap<u8, Vec<(ObjectId, Node)>> = BTreeMap::new();
+        let mut commits = Vec::new();
+        let mut seen = HashSet::new();
+        // (id, kind expected, the commit once its parents are pushed): a
+        // commit is listed after its parents
+        let mut stack: Vec<(ObjectId, Kind, Option<Commit>)> =
+            roots.iter().map(|r| (*r, Kind::Commit, None)).collect();
+        while let Some((id, kind, expanded)) = stack.pop() {
+            if let Some(c) = expanded {
+                commits.push((id, c));
+                continue;
+            }
+            if kind == Kind::Node && self.map.contains_key(&id) || !seen.insert(id) {
+                continue; // a leaf, copied already; or met before
+            }
+            let wrong = |found: Kind| Error::CorruptObject {
+                ns: ns.to_string(),
+                id,
+                reason: format!("expected a {}, found a {}", kind.name(), found.name()),
+            };
+            let Some(object) = self.upper.remove(&id) else {
+                return Err(if self.map.contains_key(&id) {
+                    wrong(Kind::Node)
+                } else {
+                    Error::MissingObject {
+                        ns: ns.to_string(),
+                        id,
+                    }
+                });
+            };
+            if object.kind() != kind {
+                return Err(wrong(object.kind()));
+            }
+            match object {
+                Upper::Commit(c) => {
+                    let children: Vec<_> = std::iter::once((c.tree, Kind::Node))
+                        .chain(c.parents.iter().map(|p| (*p, Kind::Commit)))
+                        .map(|(id, kind)| (id, kind, None))
+                        .collect();
+                    stack.push((id, Kind::Commit, Some(c)));
+                    stack.extend(children);
+                }
+                Upper::Node(n) => {
+                    stack.extend(n.children.iter().map(|c| (c.id, Kind::Node, None)));
+                    levels.entry(n.level).or_default().push((id, n));
+                }
+            }
+        }
+        Ok((levels, commits))
+    }
+}
+
+/// An object as [`Rekeyer::leaves`] reads it.
+enum Read {
+    /// A tree leaf, re-sealed.
+    Leaf(Resealed),
+    /// Anything else, decoded.
+    Upper(Upper),
+}
+
+/// A commit or internal node, decoded to find what it names and then
 /// written with the new ids of those.
 enum Upper {
     Commit(Commit),
     Node(Node),
 }
 
-impl Copier<'_, '_> {
-    /// Read every object of the namespace in storage order, `LEAF_BATCH` at
-    /// a time; re-seal the tree leaves (nearly all of the objects and bytes)
-    /// as they are, on every core, without decompressing them; keep the rest
-    /// for [`Copier::ensure`]. Leaves no ref reaches are copied too (`gc`
-    /// removes them as it would have).
-    fn leaves(&mut self, db: &Db) -> Result<()> {
-        let ns = self.reader.ns().to_string();
-        let (from, to) = (self.reader.sealer(), self.writer.sealer());
-        let mut after = 0;
-        loop {
-            let rows = db.scan_objects(&ns, after, LEAF_BATCH)?;
-            let Some(&(last, ..)) = rows.last() else {
-                return Ok(());
-            };
-            after = last;
-            let resealed = crate::parallel::map(&rows, |(_, id, _, bytes)| {
-                object::reseal(from, to, &ns, id, bytes, |kind, level| {
-                    kind == Kind::Node && level == 0
-                })
-            });
-            for ((_, id, _, bytes), r) in rows.into_iter().zip(resealed) {
-                self.read_bytes += bytes.len() as u64;
-                match r? {
-                    Some(r) => {
-                        self.writer.put_framed(r.kind, r.id, r.bytes);
-                        self.copied(id, r.id);
-                    }
-                    None => {
-                        self.upper.insert(id, bytes);
-                    }
-                }
-            }
-            self.flush(false)?;
-        }
-    }
-
-    /// Make sure `root` and everything below it has a copy, after
-    /// [`Copier::leaves`]: commits and internal nodes are rewritten with
-    /// their children's new ids, bottom-up, in batches (in the caller's
-    /// transaction).
-    fn ensure(&mut self, root: ObjectId, kind: Kind) -> Result<()> {
-        let ns = self.reader.ns().to_string();
-        let mut stack = vec![Step::Visit { id: root, kind }];
-        while let Some(step) = stack.pop() {
-            match step {
-                Step::Visit { id, .. } if self.map.contains_key(&id) => continue,
-                Step::Visit { id, kind } => {
-                    let corrupt = |reason: String| Error::CorruptObject {
-                        ns: ns.clone(),
-                        id,
-                        reason,
-                    };
-                    let Some(bytes) = self.upper.get(&id) else {
-                        return Err(Error::MissingObject { ns: ns.clone(), id });
-                    };
-                    let (real_kind, payload) =
-                        object::decode(self.reader.sealer(), &ns, &id, bytes)?;
-                    if real_kind != kind {
-                        return Err(corrupt(format!(
-                            "expected a {}, found a {}",
-                            kind.name(),
-                            real_kind.name()
-                        )));
-                    }
-                    let object = match kind {
-                        Kind::Commit => Upper::Commit(
-                            serde_json::from_slice(&payload)
-                                .map_err(|e| corrupt(format!("bad commit: {e}")))?,
-                        ),
-                        Kind::Node => Upper::Node(Node::decode(&payload).map_err(corrupt)?),
-                    };
-                    let children: Vec<Step> = match &object {
-                        Upper::Commit(c) => std::iter::once((c.tree, Kind::Node))
-                            .chain(c.parents.iter().map(|p| (*p, Kind::Commit)))
-                            .map(|(id, kind)| Step::Visit { id, kind })
-                            .collect(),
-                        Upper::Node(n) => n
-                            .children
-                            .iter()
-                            .map(|c| Step::Visit {
-                                id: c.id,
-                                kind: Kind::Node,
-                            })
-                            .collect(),
-                    };
-                    stack.push(Step::Emit { id, object });
-                    stack.extend(children);
-                }
-                Step::Emit { id, object } => self.emit(id, object)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Write `id` (whose children all have copies) with its children's new ids.
-    fn emit(&mut self, id: ObjectId, object: Upper) -> Result<()> {
-        let new_id = match object {
-            Upper::Commit(mut c) => {
-                c.tree = self.map[&c.tree];
-                for p in &mut c.parents {
-                    *p = self.map[p];
-                }
-                c.store(self.writer)?
-            }
-            Upper::Node(mut node) => {
-                for c in &mut node.children {
-                    c.id = self.map[&c.id];
-                }
-                self.writer.put(Kind::Node, &node.encode())?
-            }
+impl Upper {
+    /// Open, check and parse stored object `id` of `ns`.
+    fn decode(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result<Upper> {
+        let corrupt = |reason: String| Error::CorruptObject {
+            ns: ns.to_string(),
+            id: *id,
+            reason,
         };
-        self.upper.remove(&id);
-        self.copied(id, new_id);
-        self.flush(false)
+        let (kind, payload) = object::decode(sealer, ns, id, bytes)?;
+        Ok(match kind {
+            Kind::Commit => Upper::Commit(
+                serde_json::from_slice(&payload)
+                    .map_err(|e| corrupt(format!("bad commit: {e}")))?,
+            ),
+            Kind::Node => Upper::Node(Node::decode(&payload).map_err(corrupt)?),
+        })
     }
 
-    fn copied(&mut self, id: ObjectId, new_id: ObjectId) {
-        self.map.insert(id, new_id);
-        self.pending += 1;
-        self.progress.inc(1);
-    }
-
-    /// Write the pending batch (when full, or `force`), in the caller's
-    /// transaction.
-    fn flush(&mut self, force: bool) -> Result<()> {
-        if self.pending == 0 || (!force && self.pending < self.batch) {
-            return Ok(());
+    fn kind(&self) -> Kind {
+        match self {
+            Upper::Commit(_) => Kind::Commit,
+            Upper::Node(_) => Kind::Node,
         }
-        self.written += self.writer.flush()?.0;
-        self.pending = 0;
-        Ok(())
     }
 }

@@ -169,6 +169,27 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Open a SQLite connection, with the process-wide settings made first.
+fn connection(path: &Path, flags: rusqlite::OpenFlags) -> rusqlite::Result<Connection> {
+    static SETTINGS: std::sync::Once = std::sync::Once::new();
+    SETTINGS.call_once(|| {
+        // SQLite's memory statistics take one process-wide mutex on every
+        // allocation: two connections on two threads (a rebuild reads the
+        // old file on one while it writes the new on another) spent much of
+        // their time waiting on it. Nothing here reads those statistics.
+        // Only possible before SQLite initialises; later it is refused
+        // (SQLITE_MISUSE) and nothing changes, so the result is ignored.
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int argument.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            );
+        }
+    });
+    Connection::open_with_flags(path, flags)
+}
+
 fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -188,7 +209,7 @@ impl Db {
         let tmp = dir.join(format!(".{DB_FILE}.init-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         {
-            let conn = Connection::open(&tmp)?;
+            let conn = connection(&tmp, rusqlite::OpenFlags::default())?;
             conn.execute_batch("PRAGMA journal_mode=DELETE;")?;
             conn.execute_batch("BEGIN")?;
             conn.execute_batch(SCHEMA)?;
@@ -241,7 +262,7 @@ impl Db {
 
     /// Open and check the store database at `path` (in `dir`).
     fn connect(dir: &Path, path: &Path) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
+        let conn = connection(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
@@ -281,6 +302,23 @@ impl Db {
         Ok(conn)
     }
 
+    /// Another connection to this database, for a thread that reads all of
+    /// it beside the one using this handle, under this handle's exclusive
+    /// lock ([`Db::lock_exclusive`]): it takes no store lock of its own and
+    /// must not outlive the lock. It reads through a memory map (no copy per
+    /// page), which is safe only because no other process may change the
+    /// file meanwhile (a file cut short under a map faults the reader).
+    pub(crate) fn exclusive_reader(&self) -> Result<Db> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let conn = Self::connect(dir, &self.path)?;
+        conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
+        Ok(Db {
+            conn,
+            path: self.path.clone(),
+            lock: None,
+        })
+    }
+
     /// Make this the only open handle of the store: fails while another
     /// process or handle has it open ([`Error::InUse`]). For jobs that
     /// replace the database file ([`Db::replace_with`]).
@@ -307,7 +345,7 @@ impl Db {
     pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
         remove_if_present(path)?;
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let conn = Connection::open(path)?;
+        let conn = connection(path, rusqlite::OpenFlags::default())?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "page_size", page_size)?;
         conn.pragma_update(None, "journal_mode", "OFF")?;
@@ -339,10 +377,15 @@ impl Db {
                 continue;
             }
             let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-            if name == "objects" {
+            if let (true, Some(ns)) = (name == "objects", without_objects_of) {
+                // two ranges of the (ns, id) index, not a scan of every object
                 conn.execute(
-                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ?1 IS NULL OR ns <> ?1",
-                    [without_objects_of],
+                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ns < ?1",
+                    [ns],
+                )?;
+                conn.execute(
+                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ns > ?1",
+                    [ns],
                 )?;
             } else {
                 conn.execute_batch(&format!(
@@ -480,13 +523,27 @@ impl Db {
 
     /// Store an object; false when it was already there (content addressing).
     pub fn put_object(&self, ns: &str, id: &ObjectId, kind: Kind, data: &[u8]) -> Result<bool> {
-        let n = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![ns, &id.0[..], kind as u8, data])?;
-        Ok(n == 1)
+        Ok(self.put_objects(ns, [(id, kind, data)])?.0 == 1)
+    }
+
+    /// Store framed objects, one statement for all. Returns (objects,
+    /// bytes) written, counting only new ones.
+    pub fn put_objects<'b>(
+        &self,
+        ns: &str,
+        objects: impl IntoIterator<Item = (&'b ObjectId, Kind, &'b [u8])>,
+    ) -> Result<(u64, u64)> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO objects(ns, id, kind, data) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut written = (0, 0);
+        for (id, kind, data) in objects {
+            if stmt.execute(params![ns, &id.0[..], kind as u8, data])? == 1 {
+                written.0 += 1;
+                written.1 += data.len() as u64;
+            }
+        }
+        Ok(written)
     }
 
     pub fn delete_object(&self, ns: &str, id: &ObjectId) -> Result<()> {

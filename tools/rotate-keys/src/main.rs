@@ -60,7 +60,8 @@ enum Command {
         /// Show what would change (objects, bytes, key versions) without changing it.
         #[arg(long)]
         dry_run: bool,
-        /// Objects buffered in memory between writes to the new file.
+        /// Objects read, re-keyed and written per batch (up to four batches
+        /// are in memory at a time).
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
@@ -71,7 +72,8 @@ enum Command {
         /// Show what would change (objects, bytes) without changing it.
         #[arg(long)]
         dry_run: bool,
-        /// Objects buffered in memory between writes to the new file.
+        /// Objects read, re-keyed and written per batch (up to four batches
+        /// are in memory at a time).
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
@@ -79,6 +81,7 @@ enum Command {
 
 fn main() -> ExitCode {
     cli::default_sigpipe();
+    cli::keep_freed_memory();
     if let Err(e) = cli::load_config() {
         return ExitCode::from(cli::report(&e) as u8);
     }
