@@ -9,9 +9,8 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
+use qg_store::crypto::GcmKey;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -276,7 +275,7 @@ impl Master {
     pub fn frames(&self, info: &EncryptionInfo, backup: &str) -> FrameCipher {
         let key = self.subkey(info, backup, b"qg-backup/v1/frames/");
         FrameCipher {
-            aead: Aes256Gcm::new_from_slice(&key[..]).expect("32-byte key"),
+            aead: GcmKey::new(&key),
             backup: backup.as_bytes().to_vec(),
         }
     }
@@ -292,7 +291,7 @@ impl Master {
 /// the record's index (big-endian u64); associated data: record type, backup
 /// id and index. The key is unique per backup, so nonces never repeat.
 pub struct FrameCipher {
-    aead: Aes256Gcm,
+    aead: GcmKey,
     backup: Vec<u8>,
 }
 
@@ -315,30 +314,21 @@ impl FrameCipher {
     }
 
     pub fn seal(&self, kind: u8, index: u64, plain: &[u8]) -> Vec<u8> {
-        let aad = self.aad(kind, index);
+        let mut sealed = Vec::with_capacity(plain.len() + TAG_LEN);
+        sealed.extend_from_slice(plain);
         self.aead
-            .encrypt(
-                Nonce::from_slice(&Self::nonce(index)),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of a bounded record cannot fail")
+            .seal(Self::nonce(index), &self.aad(kind, index), &mut sealed);
+        sealed
     }
 
     /// `None` when the record does not authenticate.
     pub fn open(&self, kind: u8, index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
-        let aad = self.aad(kind, index);
-        self.aead
-            .decrypt(
-                Nonce::from_slice(&Self::nonce(index)),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .ok()
+        let mut plain = sealed.to_vec();
+        let n = self
+            .aead
+            .open(&Self::nonce(index), &self.aad(kind, index), &mut plain)?;
+        plain.truncate(n);
+        Some(plain)
     }
 }
 
