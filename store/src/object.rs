@@ -356,6 +356,43 @@ pub fn reseal(
     }))
 }
 
+/// Re-frame unsealed object `id` of `from`, which its parent says is a tree
+/// leaf, for `to` (encryption of a plaintext namespace) without opening its
+/// body: an unsealed object's address is its content hash, so neither the
+/// address nor the tag needs the payload. The payload is not checked here:
+/// the sealed copy carries the content hash, against which every later read
+/// (and `fsck`) checks it, as they checked the plaintext object.
+pub fn reseal_plain_leaf(
+    to: &dyn Sealer,
+    ns: &str,
+    id: &ObjectId,
+    bytes: &[u8],
+) -> Result<Resealed> {
+    let h = header(ns, id, bytes)?;
+    if h.flags & FLAG_SEALED != 0 || h.kind != Kind::Node {
+        return Err(corrupt(
+            ns,
+            id,
+            format!(
+                "a tree names it as a leaf, but it is a {}{}",
+                if h.flags & FLAG_SEALED != 0 {
+                    "sealed "
+                } else {
+                    ""
+                },
+                h.kind.name()
+            ),
+        ));
+    }
+    let new_id = to.address_of(id);
+    Ok(Resealed {
+        kind: Kind::Node,
+        id: new_id,
+        bytes: seal_and_frame(to, &new_id, id, 0, Kind::Node, h.flags, h.stored.to_vec())?,
+        tag: 0,
+    })
+}
+
 /// A stored object opened and verified.
 struct Unframed {
     kind: Kind,
@@ -666,6 +703,34 @@ mod tests {
                 .expect("refused");
             assert!(err.to_string().contains("corrupt"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_plain_leaf_is_resealed_unopened_and_its_reads_check_it() {
+        let v1 = sealer(&[1], 1);
+        let (id, bytes) = encode(&Plain, Kind::Node, &leaf()).unwrap();
+        let r = reseal_plain_leaf(&v1, "ns", &id, &bytes).unwrap();
+        assert_eq!(r.bytes[5], FLAG_ZSTD | FLAG_SEALED | FLAG_HASHED);
+        assert_eq!(r.id, v1.address(Kind::Node, &leaf()));
+        assert_eq!(decode(&v1, "ns", &r.id, &r.bytes).unwrap().1, leaf());
+        // a damaged body goes through unopened, and the first read names it
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x55;
+        let r = reseal_plain_leaf(&v1, "ns", &id, &bad).unwrap();
+        let err = decode(&v1, "ns", &r.id, &r.bytes).unwrap_err();
+        assert!(matches!(err, Error::CorruptObject { .. }), "{err}");
+        // only unsealed tree nodes are taken
+        let (cid, commit) = encode(&Plain, Kind::Commit, b"{}").unwrap();
+        let err = reseal_plain_leaf(&v1, "ns", &cid, &commit)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("but it is a commit"), "{err}");
+        let (sid, sealed) = encode(&v1, Kind::Node, &leaf()).unwrap();
+        let err = reseal_plain_leaf(&v1, "ns", &sid, &sealed)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("but it is a sealed tree node"), "{err}");
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! copied as it is except the namespace's objects; then the namespace's
 //! objects under the new key, which gives them new addresses: tree leaves
 //! (nearly all of the bytes) in storage order, re-sealed as they are (a
-//! sealed body carries its content hash, so no leaf is decompressed or
-//! re-hashed), then the commits and internal nodes reachable from a ref or
-//! reflog entry, bottom-up, rewritten with their children's new ids; then
+//! sealed body carries its content hash, and a plaintext object's address
+//! is its content hash, so no leaf is decompressed or re-hashed; every read
+//! and `fsck` check them afterwards), then the commits and internal nodes
+//! reachable from a ref or reflog entry, a level at a time from the bottom,
+//! rewritten with their children's new ids; then
 //! refs, reflog, key record, key counters and the audit entry of the new
 //! state. A thread with a connection of its own (a memory map of the old
 //! file) reads and re-keys a batch while the caller's writes the one before,
@@ -413,6 +415,7 @@ fn rebuild(
             ns,
             from: reader.sealer(),
             to: writer.sealer(),
+            from_plaintext: from.is_none(),
             map: HashMap::with_capacity(report.objects_before as usize),
             upper: HashMap::new(),
         };
@@ -524,6 +527,8 @@ struct Rekeyer<'a> {
     ns: &'a str,
     from: &'a dyn Sealer,
     to: &'a dyn Sealer,
+    /// The namespace is plaintext (`encrypt`), not sealed (`dek`).
+    from_plaintext: bool,
     map: HashMap<ObjectId, ObjectId>,
     /// The objects that are not leaves, decoded, until [`Rekeyer::upper`]
     /// rewrites them.
@@ -546,8 +551,13 @@ impl Rekeyer<'_> {
                 .map_err(|_| Error::Other("the writer of the new file stopped".into()))
         };
         db.read(|db| {
-            self.leaves(db, batch, &send)?;
-            self.upper(&root_ids(db, self.ns)?, &send)
+            let roots = root_ids(db, self.ns)?;
+            let leaves = match self.from_plaintext {
+                true => self.plain_trees(db, &roots)?,
+                false => HashSet::new(),
+            };
+            self.leaves(db, batch, &leaves, &send)?;
+            self.upper(&roots, &send)
         })?;
         Ok(self.map)
     }
@@ -557,7 +567,13 @@ impl Rekeyer<'_> {
     /// the others, decoded, for [`Rekeyer::upper`]. Both on every core.
     /// Leaves no ref reaches are copied too (`gc` removes them as it would
     /// have).
-    fn leaves(&mut self, db: &Db, batch: usize, send: &dyn Fn(Batch) -> Result<()>) -> Result<()> {
+    fn leaves(
+        &mut self,
+        db: &Db,
+        batch: usize,
+        plain_leaves: &HashSet<ObjectId>,
+        send: &dyn Fn(Batch) -> Result<()>,
+    ) -> Result<()> {
         let (ns, from, to) = (self.ns, self.from, self.to);
         let mut after = 0;
         loop {
@@ -566,7 +582,14 @@ impl Rekeyer<'_> {
                 return Ok(());
             };
             after = last;
+            let upper = &self.upper;
             let objects = crate::parallel::map(&rows, |(_, id, _, bytes)| -> Result<Read> {
+                if upper.contains_key(id) {
+                    return Ok(Read::Known);
+                }
+                if plain_leaves.contains(id) {
+                    return Ok(Read::Leaf(object::reseal_plain_leaf(to, ns, id, bytes)?));
+                }
                 match object::reseal(from, to, ns, id, bytes, |kind, level| {
                     kind == Kind::Node && level == 0
                 })? {
@@ -588,10 +611,54 @@ impl Rekeyer<'_> {
                     Read::Upper(upper) => {
                         self.upper.insert(*id, upper);
                     }
+                    Read::Known => {}
                 }
             }
             send(out)?;
         }
+    }
+
+    /// For a plaintext namespace: decode the commits and internal nodes
+    /// reachable from `roots` (into `self.upper`), a level at a time, on
+    /// every core, and return the ids of the leaves they name. A plaintext
+    /// object carries no tag saying whether it is a leaf; knowing it from
+    /// its parent spares [`Rekeyer::leaves`] decompressing and hashing
+    /// every leaf ([`object::reseal_plain_leaf`]).
+    fn plain_trees(&mut self, db: &Db, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+        let (ns, from) = (self.ns, self.from);
+        let mut leaves = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut frontier: Vec<ObjectId> = roots.to_vec();
+        while !frontier.is_empty() {
+            let mut fetched = Vec::with_capacity(frontier.len());
+            for id in frontier.drain(..) {
+                if !seen.insert(id) {
+                    continue;
+                }
+                match db.get_object(ns, &id)? {
+                    Some(bytes) => fetched.push((id, bytes)),
+                    // [`Rekeyer::reachable`] reports it, with what names it
+                    None => continue,
+                }
+            }
+            let decoded =
+                crate::parallel::map(&fetched, |(id, bytes)| Upper::decode(from, ns, id, bytes));
+            for ((id, _), upper) in fetched.iter().zip(decoded) {
+                let upper = upper?;
+                match &upper {
+                    Upper::Commit(c) => {
+                        frontier.push(c.tree);
+                        frontier.extend(&c.parents);
+                    }
+                    Upper::Node(n) if n.level == 1 => {
+                        leaves.extend(n.children.iter().map(|c| c.id))
+                    }
+                    Upper::Node(n) => frontier.extend(n.children.iter().map(|c| c.id)),
+                }
+                self.upper.insert(*id, upper);
+            }
+        }
+        Ok(leaves)
     }
 
     /// After [`Rekeyer::leaves`], rewrite the commits and internal nodes
@@ -711,6 +778,8 @@ enum Read {
     Leaf(Resealed),
     /// Anything else, decoded.
     Upper(Upper),
+    /// Decoded before ([`Rekeyer::plain_trees`]).
+    Known,
 }
 
 /// A commit or internal node, decoded to find what it names and then
