@@ -184,13 +184,21 @@ impl GcmKey {
 
     /// Encrypt `in_out` in place and append the 16-byte tag.
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut Vec<u8>) {
-        self.key()
-            .seal_in_place_append_tag(
+        let tag = self.seal_detached(nonce, aad, in_out);
+        in_out.extend_from_slice(&tag);
+    }
+
+    /// Encrypt `in_out` in place; the 16-byte tag.
+    pub fn seal_detached(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> [u8; 16] {
+        let tag = self
+            .key()
+            .seal_in_place_separate_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
                 ring::aead::Aad::from(aad),
                 in_out,
             )
             .expect("AES-GCM seals any message under 64 GiB");
+        tag.as_ref().try_into().expect("a 16-byte tag")
     }
 
     /// Decrypt ciphertext-and-tag `in_out` in place; the plaintext's length,
@@ -617,18 +625,28 @@ impl Sealer for NsSealer {
         }
     }
 
-    fn seal(&self, id: &ObjectId, body: &[u8]) -> Result<Option<Sealed>> {
+    fn seal(&self, id: &ObjectId, body: &mut [u8]) -> Result<Option<Sealed>> {
         let Some(v) = self.sealing else {
             return Ok(None);
         };
         let nonce = nonce();
-        let mut ct = Vec::with_capacity(body.len() + 16);
-        ct.extend_from_slice(body);
-        self.keys[&v].cipher.seal(nonce, &self.aad(id), &mut ct);
-        Ok(Some((v, nonce.to_vec(), ct)))
+        let tag = self.keys[&v]
+            .cipher
+            .seal_detached(nonce, &self.aad(id), body);
+        Ok(Some(Sealed {
+            key_version: v,
+            nonce,
+            tag,
+        }))
     }
 
-    fn open(&self, id: &ObjectId, key_version: u32, nonce: &[u8], body: &[u8]) -> Result<Vec<u8>> {
+    fn open(
+        &self,
+        id: &ObjectId,
+        key_version: u32,
+        nonce: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<usize> {
         if nonce.len() != 12 {
             return Err(Error::CorruptObject {
                 ns: self.ns.clone(),
@@ -636,17 +654,14 @@ impl Sealer for NsSealer {
                 reason: format!("nonce of {} bytes", nonce.len()),
             });
         }
-        let mut plain = body.to_vec();
-        let n = self.version(key_version)?
+        self.version(key_version)?
             .cipher
-            .open(nonce, &self.aad(id), &mut plain)
+            .open(nonce, &self.aad(id), sealed)
             .ok_or_else(|| Error::CorruptObject {
                 ns: self.ns.clone(),
                 id: *id,
                 reason: format!("does not authenticate under key version {key_version} (tampered, or moved from another namespace)"),
-            })?;
-        plain.truncate(n);
-        Ok(plain)
+            })
     }
 
     fn sealing_version(&self) -> Option<u32> {

@@ -58,8 +58,17 @@ impl Kind {
     }
 }
 
-/// A sealed body: (key version, nonce, ciphertext).
-pub type Sealed = (u32, Vec<u8>, Vec<u8>);
+/// How a body was sealed in place: the ciphertext took the plaintext's
+/// place, and the tag follows it.
+pub struct Sealed {
+    pub key_version: u32,
+    pub nonce: [u8; NONCE_LEN],
+    pub tag: [u8; TAG_LEN],
+}
+
+/// Nonce and tag sizes of a sealed body (AES-256-GCM).
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
 
 /// Addresses and (optionally) seals object bodies for one namespace.
 pub trait Sealer: Send + Sync {
@@ -82,11 +91,20 @@ pub trait Sealer: Send + Sync {
     fn sealing_version(&self) -> Option<u32> {
         None
     }
-    /// Seal `body` for object `id`; returns (key version, nonce, sealed body),
-    /// or `None` to store the body as it is.
-    fn seal(&self, id: &ObjectId, body: &[u8]) -> Result<Option<Sealed>>;
-    /// Open a body sealed under `key_version` with `nonce`.
-    fn open(&self, id: &ObjectId, key_version: u32, nonce: &[u8], body: &[u8]) -> Result<Vec<u8>>;
+    /// Seal `body` for object `id` in place (one copy less per object than
+    /// sealing into a new buffer; a key rotation seals every object), or
+    /// return `None` to store it as it is; `Some` exactly when
+    /// [`Sealer::sealing_version`] is.
+    fn seal(&self, id: &ObjectId, body: &mut [u8]) -> Result<Option<Sealed>>;
+    /// Open `sealed` (ciphertext, then tag), sealed under `key_version` with
+    /// `nonce`, in place; returns the length of the plaintext now at its front.
+    fn open(
+        &self,
+        id: &ObjectId,
+        key_version: u32,
+        nonce: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<usize>;
 }
 
 /// The plaintext sealer: SHA-256 addresses, bodies stored as they are.
@@ -118,11 +136,11 @@ impl Sealer for Plain {
         }
     }
 
-    fn seal(&self, _id: &ObjectId, _body: &[u8]) -> Result<Option<Sealed>> {
+    fn seal(&self, _id: &ObjectId, _body: &mut [u8]) -> Result<Option<Sealed>> {
         Ok(None)
     }
 
-    fn open(&self, id: &ObjectId, _v: u32, _n: &[u8], _b: &[u8]) -> Result<Vec<u8>> {
+    fn open(&self, id: &ObjectId, _v: u32, _n: &[u8], _b: &mut [u8]) -> Result<usize> {
         Err(Error::Other(format!(
             "object {id} is sealed but its namespace is not encrypted"
         )))
@@ -201,7 +219,7 @@ pub fn frame(
             flags |= FLAG_ZSTD;
         }
     }
-    let body = body.unwrap_or_else(|| payload.to_vec());
+    let body = body.as_deref().unwrap_or(payload);
     seal_and_frame(sealer, id, content, tag(kind, payload), kind, flags, body)
 }
 
@@ -221,42 +239,62 @@ fn tag(kind: Kind, payload: &[u8]) -> u8 {
 
 /// Seal `body` (as compressed or not per `flags`) for `id` and frame it; a
 /// sealed body gets the content hash and tag in front ([`FLAG_HASHED`]).
+/// Built in one buffer: header, then the body sealed in place.
 fn seal_and_frame(
     sealer: &dyn Sealer,
     id: &ObjectId,
     content: &ObjectId,
     tag: u8,
     kind: Kind,
-    mut flags: u8,
-    body: Vec<u8>,
+    flags: u8,
+    body: &[u8],
 ) -> Result<Vec<u8>> {
-    flags &= FLAG_ZSTD;
-    let body = if sealer.sealing_version().is_some() {
-        let mut prefixed = Vec::with_capacity(CONTENT_PREFIX + body.len());
-        prefixed.extend_from_slice(&content.0);
-        prefixed.push(tag);
-        prefixed.extend_from_slice(&body);
-        prefixed
+    let sealing = sealer.sealing_version().is_some();
+    let extra = if sealing {
+        NONCE_LEN + CONTENT_PREFIX + TAG_LEN
     } else {
-        body
+        0
     };
-    let (key_version, nonce, body) = match sealer.seal(id, &body)? {
-        Some((v, nonce, sealed)) => {
-            flags |= FLAG_SEALED | FLAG_HASHED;
-            (v, nonce, sealed)
-        }
-        None => (0, Vec::new(), body),
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + body.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + extra + body.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     out.push(kind as u8);
-    out.push(flags);
-    out.extend_from_slice(&key_version.to_le_bytes());
-    out.push(nonce.len() as u8);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&body);
+    out.push(flags & FLAG_ZSTD);
+    out.extend_from_slice(&0u32.to_le_bytes()); // key version, below
+    out.push(0); // nonce length, below
+    if sealing {
+        out.extend_from_slice(&[0; NONCE_LEN]);
+    }
+    let start = out.len();
+    if sealing {
+        out.extend_from_slice(&content.0);
+        out.push(tag);
+    }
+    out.extend_from_slice(body);
+    match (sealer.seal(id, &mut out[start..])?, sealing) {
+        (Some(s), true) => {
+            out[5] |= FLAG_SEALED | FLAG_HASHED;
+            out[6..10].copy_from_slice(&s.key_version.to_le_bytes());
+            out[10] = NONCE_LEN as u8;
+            out[HEADER_LEN..start].copy_from_slice(&s.nonce);
+            out.extend_from_slice(&s.tag);
+        }
+        (None, false) => {}
+        _ => {
+            return Err(Error::Other(
+                "a sealer sealed when it said it would not (or the reverse)".into(),
+            ))
+        }
+    }
     Ok(out)
+}
+
+/// The body of sealed object `id` (header `h`) opened by `sealer`.
+fn open_body(sealer: &dyn Sealer, id: &ObjectId, h: &Header) -> Result<Vec<u8>> {
+    let mut body = h.stored.to_vec();
+    let n = sealer.open(id, h.key_version, h.nonce, &mut body)?;
+    body.truncate(n);
+    Ok(body)
 }
 
 /// Fixed part of the header: magic, version, kind, flags, key version, nonce length.
@@ -309,8 +347,10 @@ pub fn reseal(
     let h = header(ns, id, bytes)?;
     let corrupt = |reason: String| corrupt(ns, id, reason);
     let zstd = h.flags & FLAG_ZSTD;
+    let opened;
+    let unframed;
     let (content, tag, body) = if h.flags & FLAG_HASHED != 0 {
-        let opened = from.open(id, h.key_version, h.nonce, h.stored)?;
+        opened = open_body(from, id, &h)?;
         let (content, tag, body) = split_content(&opened).map_err(&corrupt)?;
         let expected = from
             .hashed_address_for(h.key_version, &content)
@@ -332,9 +372,10 @@ pub fn reseal(
         if !want(h.kind, tag) {
             return Ok(None);
         }
-        (content, tag, body.to_vec())
+        (content, tag, body)
     } else {
-        let o = unframe(from, ns, id, bytes)?;
+        unframed = unframe(from, ns, id, bytes)?;
+        let o = &unframed;
         let tag = tag(o.kind, &o.payload);
         if !want(o.kind, tag) {
             return Ok(None);
@@ -345,7 +386,7 @@ pub fn reseal(
         } else {
             ObjectId::hash(o.kind as u8, &o.payload)
         };
-        (content, tag, o.compressed.unwrap_or(o.payload))
+        (content, tag, o.compressed.as_deref().unwrap_or(&o.payload))
     };
     let new_id = to.address_of(&content);
     Ok(Some(Resealed {
@@ -388,7 +429,7 @@ pub fn reseal_plain_leaf(
     Ok(Resealed {
         kind: Kind::Node,
         id: new_id,
-        bytes: seal_and_frame(to, &new_id, id, 0, Kind::Node, h.flags, h.stored.to_vec())?,
+        bytes: seal_and_frame(to, &new_id, id, 0, Kind::Node, h.flags, h.stored)?,
         tag: 0,
     })
 }
@@ -477,7 +518,7 @@ fn unframe(sealer: &dyn Sealer, ns: &str, id: &ObjectId, bytes: &[u8]) -> Result
     let kind = h.kind;
     let sealed = h.flags & FLAG_SEALED != 0;
     let mut opened = if sealed {
-        sealer.open(id, h.key_version, h.nonce, h.stored)?
+        open_body(sealer, id, &h)?
     } else {
         h.stored.to_vec()
     };
@@ -628,7 +669,7 @@ mod tests {
         let other = ObjectId::hash(1, b"something else");
         let id = s.address_of(&other);
         let body = compress(&payload).unwrap();
-        let bytes = seal_and_frame(&s, &id, &other, 0, Kind::Node, FLAG_ZSTD, body).unwrap();
+        let bytes = seal_and_frame(&s, &id, &other, 0, Kind::Node, FLAG_ZSTD, &body).unwrap();
         let err = decode(&s, "ns", &id, &bytes).unwrap_err().to_string();
         assert!(
             err.contains("not to the content hash sealed with it"),
@@ -638,7 +679,7 @@ mod tests {
         let content = ObjectId::hash(1, &payload);
         let id = s.address_of(&content);
         let body = compress(&payload).unwrap();
-        let bytes = seal_and_frame(&s, &id, &content, 3, Kind::Node, FLAG_ZSTD, body).unwrap();
+        let bytes = seal_and_frame(&s, &id, &content, 3, Kind::Node, FLAG_ZSTD, &body).unwrap();
         let err = decode(&s, "ns", &id, &bytes).unwrap_err().to_string();
         assert!(err.contains("tag"), "{err}");
     }
@@ -649,13 +690,15 @@ mod tests {
         let payload = leaf();
         // the earlier form: no content hash inside, address keyed over the payload
         let id = v1.address_for(Some(1), Kind::Node, &payload).unwrap();
-        let (v, nonce, sealed) = v1.seal(&id, &compress(&payload).unwrap()).unwrap().unwrap();
+        let mut sealed = compress(&payload).unwrap();
+        let s = v1.seal(&id, &mut sealed).unwrap().unwrap();
         let mut bytes = MAGIC.to_vec();
         bytes.extend([FORMAT_VERSION, Kind::Node as u8, FLAG_ZSTD | FLAG_SEALED]);
-        bytes.extend(v.to_le_bytes());
-        bytes.push(nonce.len() as u8);
-        bytes.extend(&nonce);
+        bytes.extend(s.key_version.to_le_bytes());
+        bytes.push(NONCE_LEN as u8);
+        bytes.extend(s.nonce);
         bytes.extend(&sealed);
+        bytes.extend(s.tag);
         assert_eq!(decode(&v1, "ns", &id, &bytes).unwrap().1, payload);
         let r = reseal(&v2, &v2, "ns", &id, &bytes, |_, _| true)
             .unwrap()
@@ -730,7 +773,10 @@ mod tests {
         let err = reseal_plain_leaf(&v1, "ns", &sid, &sealed)
             .err()
             .expect("refused");
-        assert!(err.to_string().contains("but it is a sealed tree node"), "{err}");
+        assert!(
+            err.to_string().contains("but it is a sealed tree node"),
+            "{err}"
+        );
     }
 
     #[test]
