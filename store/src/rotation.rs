@@ -422,7 +422,7 @@ fn rebuild(
         let batch = opts.batch_objects.max(1);
         let (map, written, read_bytes) = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let feeder = scope.spawn(move || rekeyer.run(&old_file, batch, tx));
+            let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx));
             new_db.write(|_| {
                 let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
                 match feeder.join() {
@@ -542,7 +542,7 @@ impl Rekeyer<'_> {
     /// gone (the writer failed: it reports why).
     fn run(
         mut self,
-        db: &Db,
+        db: Db,
         batch: usize,
         out: SyncSender<Batch>,
     ) -> Result<HashMap<ObjectId, ObjectId>> {
@@ -550,13 +550,22 @@ impl Rekeyer<'_> {
             out.send(b)
                 .map_err(|_| Error::Other("the writer of the new file stopped".into()))
         };
-        db.read(|db| {
+        let roots = db.read(|db| {
             let roots = root_ids(db, self.ns)?;
             let leaves = match self.from_plaintext {
                 true => self.plain_trees(db, &roots)?,
                 false => HashSet::new(),
             };
             self.leaves(db, batch, &leaves, &send)?;
+            Ok(roots)
+        })?;
+        // Everything is read: the old file's pages may leave the page cache
+        // now, beside the rest of the work, rather than when the new file
+        // takes its name (dropping them is most of what deleting it costs).
+        let old = db.path().to_path_buf();
+        drop(db);
+        std::thread::scope(|scope| {
+            scope.spawn(|| crate::writeback::drop_cached(&old));
             self.upper(&roots, &send)
         })?;
         Ok(self.map)
