@@ -68,3 +68,11 @@ impl<'de> Deserialize<'de> for ObjectId {
         ObjectId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("bad object id"))
     }
 }
+
+/// A hash map keyed by object id. Ids are hashes already, so the map uses
+/// foldhash (keyed per process, a few nanoseconds for 32 bytes) rather than
+/// SipHash: a key rotation looks every id up several times.
+pub type IdMap<V> = std::collections::HashMap<ObjectId, V, foldhash::fast::RandomState>;
+
+/// A set of object ids (see [`IdMap`]).
+pub type IdSet = std::collections::HashSet<ObjectId, foldhash::fast::RandomState>;

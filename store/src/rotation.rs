@@ -26,7 +26,7 @@
 //! (copy, switch, `VACUUM`, checkpoint, all through the WAL) wrote every
 //! page about five times; the price is that the store is offline meanwhile.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ use crate::audit::{self, Event};
 use crate::commit::Commit;
 use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey};
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
+use crate::id::{IdMap, IdSet, ObjectId};
 use crate::object::{self, Kind, Resealed, Sealer};
 use crate::objects::ObjectSet;
 use crate::progress::Progress;
@@ -416,13 +416,18 @@ fn rebuild(
             from: reader.sealer(),
             to: writer.sealer(),
             from_plaintext: from.is_none(),
-            map: HashMap::with_capacity(report.objects_before as usize),
-            upper: HashMap::new(),
+            map: IdMap::with_capacity_and_hasher(
+                report.objects_before as usize,
+                Default::default(),
+            ),
+            upper: IdMap::default(),
+            waiting: Vec::new(),
+            framed_ahead: IdMap::default(),
         };
         let batch = opts.batch_objects.max(1);
         let (map, written, read_bytes) = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx));
+            let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx, scope));
             new_db.write(|_| {
                 let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
                 match feeder.join() {
@@ -529,10 +534,15 @@ struct Rekeyer<'a> {
     to: &'a dyn Sealer,
     /// The namespace is plaintext (`encrypt`), not sealed (`dek`).
     from_plaintext: bool,
-    map: HashMap<ObjectId, ObjectId>,
+    map: IdMap<ObjectId>,
     /// The objects that are not leaves, decoded, until [`Rekeyer::upper`]
     /// rewrites them.
-    upper: HashMap<ObjectId, Upper>,
+    upper: IdMap<Upper>,
+    /// Nodes just above the leaves, in `upper`, that some leaf of has no
+    /// new id yet.
+    waiting: Vec<ObjectId>,
+    /// Nodes framed by [`Rekeyer::frame_ahead`]: new id and stored bytes.
+    framed_ahead: IdMap<(ObjectId, Vec<u8>)>,
 }
 
 impl Rekeyer<'_> {
@@ -540,12 +550,13 @@ impl Rekeyer<'_> {
     /// and [`Rekeyer::upper`]), sending the new objects to `out`. Returns
     /// the old → new ids; stops at the first error, or when the receiver is
     /// gone (the writer failed: it reports why).
-    fn run(
+    fn run<'scope>(
         mut self,
         db: Db,
         batch: usize,
         out: SyncSender<Batch>,
-    ) -> Result<HashMap<ObjectId, ObjectId>> {
+        scope: &'scope std::thread::Scope<'scope, '_>,
+    ) -> Result<IdMap<ObjectId>> {
         let send = |b: Batch| {
             out.send(b)
                 .map_err(|_| Error::Other("the writer of the new file stopped".into()))
@@ -554,20 +565,21 @@ impl Rekeyer<'_> {
             let roots = root_ids(db, self.ns)?;
             let leaves = match self.from_plaintext {
                 true => self.plain_trees(db, &roots)?,
-                false => HashSet::new(),
+                false => IdSet::default(),
             };
             self.leaves(db, batch, &leaves, &send)?;
             Ok(roots)
         })?;
-        // Everything is read: the old file's pages may leave the page cache
-        // now, beside the rest of the work, rather than when the new file
-        // takes its name (dropping them is most of what deleting it costs).
-        let old = db.path().to_path_buf();
-        drop(db);
-        std::thread::scope(|scope| {
-            scope.spawn(|| crate::writeback::drop_cached(&old));
-            self.upper(&roots, &send)
-        })?;
+        // Everything is read: the old file's map and cached pages may go
+        // now, on a thread beside the rest of the work, rather than when the
+        // new file takes its name (dropping the pages is most of what
+        // deleting the file costs). The caller's scope waits for it.
+        scope.spawn(move || {
+            let old = db.path().to_path_buf();
+            drop(db);
+            crate::writeback::drop_cached(&old);
+        });
+        self.upper(&roots, &send)?;
         Ok(self.map)
     }
 
@@ -580,7 +592,7 @@ impl Rekeyer<'_> {
         &mut self,
         db: &Db,
         batch: usize,
-        plain_leaves: &HashSet<ObjectId>,
+        plain_leaves: &IdSet,
         send: &dyn Fn(Batch) -> Result<()>,
     ) -> Result<()> {
         let (ns, from, to) = (self.ns, self.from, self.to);
@@ -617,14 +629,59 @@ impl Rekeyer<'_> {
                         self.map.insert(*id, new.id);
                         out.framed.push((new.id, new.kind, new.bytes));
                     }
-                    Read::Upper(upper) => {
-                        self.upper.insert(*id, upper);
-                    }
+                    Read::Upper(upper) => self.keep(*id, upper),
                     Read::Known => {}
                 }
             }
             send(out)?;
+            self.frame_ahead()?;
         }
+    }
+
+    /// Keep decoded object `id` for [`Rekeyer::upper`]; a node just above
+    /// the leaves waits for [`Rekeyer::frame_ahead`].
+    fn keep(&mut self, id: ObjectId, upper: Upper) {
+        if let Upper::Node(Node { level: 1, .. }) = upper {
+            self.waiting.push(id);
+        }
+        self.upper.insert(id, upper);
+    }
+
+    /// Frame the waiting nodes just above the leaves whose leaves all have
+    /// their new ids now, while the next batch is read, instead of in
+    /// [`Rekeyer::upper`] after the last. They are kept until it knows
+    /// which of them a ref reaches.
+    fn frame_ahead(&mut self) -> Result<()> {
+        let mut ready = Vec::new();
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.retain(|id| {
+            let Some(Upper::Node(n)) = self.upper.get(id) else {
+                return false;
+            };
+            let Some(new) = n
+                .children
+                .iter()
+                .map(|c| self.map.get(&c.id).copied())
+                .collect::<Option<Vec<_>>>()
+            else {
+                return true;
+            };
+            let Some(Upper::Node(mut n)) = self.upper.remove(id) else {
+                unreachable!("just found");
+            };
+            n.children.iter_mut().zip(new).for_each(|(c, id)| c.id = id);
+            ready.push((*id, n));
+            false
+        });
+        self.waiting = waiting;
+        let to = self.to;
+        let framed = crate::parallel::map(&ready, |(_, node)| {
+            object::encode(to, Kind::Node, &node.encode())
+        });
+        for ((old, _), f) in ready.iter().zip(framed) {
+            self.framed_ahead.insert(*old, f?);
+        }
+        Ok(())
     }
 
     /// For a plaintext namespace: decode the commits and internal nodes
@@ -633,10 +690,10 @@ impl Rekeyer<'_> {
     /// object carries no tag saying whether it is a leaf; knowing it from
     /// its parent spares [`Rekeyer::leaves`] decompressing and hashing
     /// every leaf ([`object::reseal_plain_leaf`]).
-    fn plain_trees(&mut self, db: &Db, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+    fn plain_trees(&mut self, db: &Db, roots: &[ObjectId]) -> Result<IdSet> {
         let (ns, from) = (self.ns, self.from);
-        let mut leaves = HashSet::new();
-        let mut seen = HashSet::new();
+        let mut leaves = IdSet::default();
+        let mut seen = IdSet::default();
         let mut frontier: Vec<ObjectId> = roots.to_vec();
         while !frontier.is_empty() {
             let mut fetched = Vec::with_capacity(frontier.len());
@@ -664,7 +721,7 @@ impl Rekeyer<'_> {
                     }
                     Upper::Node(n) => frontier.extend(n.children.iter().map(|c| c.id)),
                 }
-                self.upper.insert(*id, upper);
+                self.keep(*id, upper);
             }
         }
         Ok(leaves)
@@ -677,9 +734,25 @@ impl Rekeyer<'_> {
     /// ones are left behind (`gc` would remove them).
     fn upper(&mut self, roots: &[ObjectId], send: &dyn Fn(Batch) -> Result<()>) -> Result<()> {
         let (ns, to) = (self.ns, self.to);
-        let (levels, commits) = self.reachable(roots)?;
+        let Reachable {
+            ahead,
+            levels,
+            commits,
+        } = self.reachable(roots)?;
+        let mut out = Batch {
+            framed: Vec::with_capacity(ahead.len()),
+            read_bytes: 0,
+        };
+        for (old, (new, bytes)) in ahead {
+            self.map.insert(old, new);
+            out.framed.push((new, Kind::Node, bytes));
+        }
+        send(out)?;
         for mut nodes in levels.into_values() {
-            for (id, node) in &mut nodes {
+            for (id, node, named) in &mut nodes {
+                if *named {
+                    continue; // its children are leaves, renamed when it was reached
+                }
                 for c in &mut node.children {
                     // a child at this level or above: no tree is built so
                     c.id = *self.map.get(&c.id).ok_or_else(|| Error::CorruptObject {
@@ -689,14 +762,14 @@ impl Rekeyer<'_> {
                     })?;
                 }
             }
-            let framed = crate::parallel::map(&nodes, |(_, node)| {
+            let framed = crate::parallel::map(&nodes, |(_, node, _)| {
                 object::encode(to, Kind::Node, &node.encode())
             });
             let mut out = Batch {
                 framed: Vec::with_capacity(nodes.len()),
                 read_bytes: 0,
             };
-            for ((old, _), f) in nodes.iter().zip(framed) {
+            for ((old, _, _), f) in nodes.iter().zip(framed) {
                 let (new, bytes) = f?;
                 self.map.insert(*old, new);
                 out.framed.push((new, Kind::Node, bytes));
@@ -721,17 +794,14 @@ impl Rekeyer<'_> {
     }
 
     /// The commits and internal nodes reachable from `roots` (taken out of
-    /// `self.upper`): the nodes by level, the commits parents first. Checks
-    /// that each object is of the kind that names it.
-    #[allow(clippy::type_complexity)]
-    fn reachable(
-        &mut self,
-        roots: &[ObjectId],
-    ) -> Result<(BTreeMap<u8, Vec<(ObjectId, Node)>>, Vec<(ObjectId, Commit)>)> {
+    /// `self.upper` and `self.framed_ahead`). Checks that each object is of
+    /// the kind that names it.
+    fn reachable(&mut self, roots: &[ObjectId]) -> Result<Reachable> {
         let ns = self.ns;
-        let mut levels: BTreeMap<u8, Vec<(ObjectId, Node)>> = BTreeMap::new();
+        let mut levels = Levels::new();
         let mut commits = Vec::new();
-        let mut seen = HashSet::new();
+        let mut ahead = Vec::new();
+        let mut seen = IdSet::default();
         // (id, kind expected, the commit once its parents are pushed): a
         // commit is listed after its parents
         let mut stack: Vec<(ObjectId, Kind, Option<Commit>)> =
@@ -749,6 +819,13 @@ impl Rekeyer<'_> {
                 id,
                 reason: format!("expected a {}, found a {}", kind.name(), found.name()),
             };
+            if let Some(framed) = self.framed_ahead.remove(&id) {
+                if kind != Kind::Node {
+                    return Err(wrong(Kind::Node));
+                }
+                ahead.push((id, framed));
+                continue;
+            }
             let Some(object) = self.upper.remove(&id) else {
                 return Err(if self.map.contains_key(&id) {
                     wrong(Kind::Node)
@@ -771,14 +848,48 @@ impl Rekeyer<'_> {
                     stack.push((id, Kind::Commit, Some(c)));
                     stack.extend(children);
                 }
-                Upper::Node(n) => {
-                    stack.extend(n.children.iter().map(|c| (c.id, Kind::Node, None)));
-                    levels.entry(n.level).or_default().push((id, n));
+                Upper::Node(mut n) => {
+                    // Children that are leaves have their new ids already:
+                    // when all are, they are renamed here (one lookup each).
+                    let new: Option<Vec<ObjectId>> = n
+                        .children
+                        .iter()
+                        .map(|c| self.map.get(&c.id).copied())
+                        .collect();
+                    let named = new.is_some();
+                    match new {
+                        Some(new) => n.children.iter_mut().zip(new).for_each(|(c, id)| c.id = id),
+                        None => stack.extend(
+                            n.children
+                                .iter()
+                                .filter(|c| !self.map.contains_key(&c.id))
+                                .map(|c| (c.id, Kind::Node, None)),
+                        ),
+                    }
+                    levels.entry(n.level).or_default().push((id, n, named));
                 }
             }
         }
-        Ok((levels, commits))
+        Ok(Reachable {
+            ahead,
+            levels,
+            commits,
+        })
     }
+}
+
+/// Internal nodes by level: id, node, and whether its children already
+/// carry their new ids.
+type Levels = BTreeMap<u8, Vec<(ObjectId, Node, bool)>>;
+
+/// What [`Rekeyer::upper`] rewrites, as [`Rekeyer::reachable`] finds it.
+struct Reachable {
+    /// Nodes framed ahead: old id, then new id and stored bytes.
+    ahead: Vec<(ObjectId, (ObjectId, Vec<u8>))>,
+    /// The other internal nodes, by level.
+    levels: Levels,
+    /// Commits, parents first.
+    commits: Vec<(ObjectId, Commit)>,
 }
 
 /// An object as [`Rekeyer::leaves`] reads it.

@@ -733,11 +733,7 @@ impl Db {
 
     /// Rewrite every ref and reflog target of `ns` through `map` (ids not in it stay).
     #[allow(clippy::type_complexity)]
-    pub fn remap_refs(
-        &self,
-        ns: &str,
-        map: &std::collections::HashMap<ObjectId, ObjectId>,
-    ) -> Result<()> {
+    pub fn remap_refs(&self, ns: &str, map: &crate::id::IdMap<ObjectId>) -> Result<()> {
         for (name, target) in self.refs(ns, "")? {
             if let Some(new) = map.get(&target) {
                 self.set_ref(ns, &name, new)?;
