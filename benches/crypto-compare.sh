@@ -111,6 +111,9 @@ EOF
     rm -rf "$2"
     mkdir -p "$2/hooks"
     cp "$1/qg.sqlite" "$2/qg.sqlite"
+    # the copy is set-up: its write-back must not run during the timed job
+    # (whose own fsync would wait for it)
+    sync
 }
 export -f fresh_copy
 
