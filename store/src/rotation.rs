@@ -256,14 +256,12 @@ pub fn rekey(
 ) -> Result<RekeyReport> {
     let kek = store.master_key()?;
     let db = store.db();
-    let (objects_before, bytes_before) = {
-        store.default_branch(ns)?;
-        // adding up the sizes reads every object: the copy counts them itself
-        if opts.dry_run {
-            db.object_stats(ns)?
-        } else {
-            (db.count_objects(ns)?, 0)
-        }
+    store.default_branch(ns)?;
+    // adding up the sizes reads every object, and a rebuild counts them
+    // itself, beside its reader
+    let (objects_before, bytes_before) = match opts.dry_run {
+        true => db.object_stats(ns)?,
+        false => (0, 0),
     };
     let mut report = RekeyReport {
         ns: ns.to_string(),
@@ -284,6 +282,7 @@ pub fn rekey(
             // was killed after its switch: only its final rewrite is left
             report.resumed = true;
             report.erase_only = true;
+            report.objects_before = db.count_objects(ns)?;
             report.to_version = rec.current.unwrap_or(0);
             if !opts.dry_run {
                 exclusively(store, |store| finish_erase(store, ns))?;
@@ -305,6 +304,7 @@ pub fn rekey(
         }
         (RekeyKind::Encrypt, Some(rec)) => {
             report.already_done = true;
+            report.objects_before = db.count_objects(ns)?;
             report.to_version = rec.current.unwrap_or(0);
             report.from_version = rec.current;
             return Ok(report);
@@ -392,50 +392,56 @@ fn rebuild(
 ) -> Result<RekeyReport> {
     let ns = report.ns.clone();
     let ns = ns.as_str();
-    let new_db = store
-        .db()
-        .copy_into(&store.dir().join(REBUILD_FILE), Some(ns))?;
     let old_file = store.db().exclusive_reader()?;
-    new_db.set_cache_kib(REBUILD_CACHE_KIB)?;
-    let new_file = std::fs::File::open(new_db.path())?;
-    let written = {
-        // the writer's keys come from the job's record, the reader's from
-        // the store's: neither may find the other's in the key cache
-        store.forget_keys();
-        let writer = store.objects_sealed_in(&new_db, ns, rec, to)?;
-        store.forget_keys();
-        let reader = store.objects(ns)?;
+    // the writer's keys come from the job's record, the reader's from the
+    // store's: neither may find the other's in the key cache
+    store.forget_keys();
+    let to_sealer = store.sealer_for(ns, rec, to)?;
+    // the writer only counts what it writes against the new key
+    let writer_sealer = store.sealer_for(ns, rec, to)?;
+    store.forget_keys();
+    let reader = store.objects(ns)?;
+    // One read transaction on the old file (not a lock per object read) and
+    // one write transaction on the new one (no journal, so a large
+    // transaction costs nothing). A thread with a connection of its own
+    // reads and re-keys the objects, a batch at a time, while this one
+    // writes the batch before; it starts first, while this one makes the
+    // new file.
+    let rekeyer = Rekeyer {
+        ns,
+        from: reader.sealer(),
+        to: &to_sealer,
+        from_plaintext: from.is_none(),
+        map: IdMap::default(),
+        upper: IdMap::default(),
+        waiting: Vec::new(),
+        framed_ahead: IdMap::default(),
+    };
+    let batch = opts.batch_objects.max(1);
+    let (new_db, map, written, read_bytes) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx, scope));
+        // (on an error here, `rx` goes and the reader stops at its next batch)
+        let new_db = store
+            .db()
+            .copy_into(&store.dir().join(REBUILD_FILE), Some(ns))?;
+        new_db.set_cache_kib(REBUILD_CACHE_KIB)?;
+        let new_file = std::fs::File::open(new_db.path())?;
+        let writer = ObjectSet::with_sealer(&new_db, ns, Box::new(writer_sealer));
+        report.objects_before = store.db().count_objects(ns)?;
         progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
-        // One read transaction on the old file (not a lock per object read)
-        // and one write transaction on the new one (no journal, so a large
-        // transaction costs nothing). A thread with a connection of its own
-        // reads and re-keys the objects, a batch at a time, while this one
-        // writes the batch before.
-        let rekeyer = Rekeyer {
-            ns,
-            from: reader.sealer(),
-            to: writer.sealer(),
-            from_plaintext: from.is_none(),
-            map: IdMap::with_capacity_and_hasher(
-                report.objects_before as usize,
-                Default::default(),
-            ),
-            upper: IdMap::default(),
-            waiting: Vec::new(),
-            framed_ahead: IdMap::default(),
-        };
-        let batch = opts.batch_objects.max(1);
-        let (map, written, read_bytes) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx, scope));
-            new_db.write(|_| {
-                let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
-                match feeder.join() {
-                    Ok(map) => Ok((map?, written, read)),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            })
+        let (map, written, read) = new_db.write(|_| {
+            let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
+            match feeder.join() {
+                Ok(map) => Ok((map?, written, read)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })?;
+        drop(writer);
+        Ok::<_, Error>((new_db, map, written, read))
+    })?;
+    drop(reader);
+    let written = {
         progress.finish();
         report.bytes_before = read_bytes;
         new_db.write(|db| {
@@ -498,6 +504,10 @@ fn root_ids(db: &Db, ns: &str) -> Result<Vec<ObjectId>> {
 /// Page cache of the new file while it is written: small, so that pages go
 /// out (and are written back) as the copy runs, not all at the end.
 const REBUILD_CACHE_KIB: i64 = 2 * 1024;
+
+/// Objects in the first batch [`Rekeyer::leaves`] reads (each next one is
+/// twice as large, up to the batch size), so that the writer starts at once.
+const FIRST_BATCH: usize = 64;
 
 /// Objects under the new key, framed, and the stored bytes they were read from.
 struct Batch {
@@ -597,8 +607,10 @@ impl Rekeyer<'_> {
     ) -> Result<()> {
         let (ns, from, to) = (self.ns, self.from, self.to);
         let mut after = 0;
+        let mut size = batch.min(FIRST_BATCH);
         loop {
-            let rows = db.scan_objects(ns, after, batch)?;
+            let rows = db.scan_objects(ns, after, size)?;
+            size = (size * 2).min(batch);
             let Some(&(last, ..)) = rows.last() else {
                 return Ok(());
             };

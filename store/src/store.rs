@@ -410,28 +410,12 @@ impl Store {
         }
     }
 
-    /// Objects of `ns` written under key version `sealing` (re-encryption).
-    pub fn objects_sealed_with(
-        &self,
-        ns: &str,
-        rec: &CryptoRecord,
-        sealing: u32,
-    ) -> Result<ObjectSet<'_>> {
-        self.objects_sealed_in(&self.db, ns, rec, sealing)
-    }
-
-    /// [`Store::objects_sealed_with`], reading and writing database `db`
-    /// (the file a rebuild writes, [`crate::rotation`]).
-    pub fn objects_sealed_in<'d>(
-        &self,
-        db: &'d Db,
-        ns: &str,
-        rec: &CryptoRecord,
-        sealing: u32,
-    ) -> Result<ObjectSet<'d>> {
+    /// The sealer of namespace `ns` with the keys of record `rec` (which
+    /// need not be stored yet), sealing new objects under key version
+    /// `sealing`: for a rebuild ([`crate::rotation`]).
+    pub fn sealer_for(&self, ns: &str, rec: &CryptoRecord, sealing: u32) -> Result<NsSealer> {
         let keys = self.namespace_keys(ns, rec)?;
-        let sealer = NsSealer::new(ns, &keys, Some(sealing), true);
-        Ok(ObjectSet::with_sealer(db, ns, Box::new(sealer)))
+        Ok(NsSealer::new(ns, &keys, Some(sealing), true))
     }
 
     /// Put `new` (written by [`Db::copy_into`]) in place of this store's
