@@ -299,17 +299,6 @@ impl<'a> ObjectSet<'a> {
         &*self.sealer
     }
 
-    /// Buffer an object already framed for this set (by [`object::reseal`]
-    /// with its sealer), like `put`.
-    pub fn put_framed(&self, kind: Kind, id: ObjectId, bytes: Vec<u8>) {
-        let mut p = self.pending.borrow_mut();
-        if !p.objects.contains_key(&id) {
-            p.bytes += bytes.len();
-            p.order.push(id);
-            p.objects.insert(id, (kind, Buffered::Framed(bytes)));
-        }
-    }
-
     /// Encode, buffer and cache a tree node.
     pub fn put_node(&self, node: Node) -> Result<ObjectId> {
         let id = self.put(Kind::Node, &node.encode())?;
