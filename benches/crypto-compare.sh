@@ -20,7 +20,7 @@
 # Settings (environment):
 #   QUADS=1000000   quads in the big namespace       GRAPHS=10 SEED=1 (data set)
 #   RUNS=3          runs of encrypt / dek / VACUUM INTO
-#   BATCH=2000      objects per transaction for encrypt and dek (the tool's default)
+#   BATCH=2000      objects per batch for encrypt and dek (the tool's default)
 #   MASTER_NS=100   namespaces for the master-key rotation
 #   MASTER_QUADS=1000  quads in each of them        MASTER_RUNS=5
 #   UNLOCK_RUNS=5   runs of `qg ns unlock`
