@@ -418,7 +418,7 @@ fn rebuild(
         framed_ahead: IdMap::default(),
     };
     let batch = opts.batch_objects.max(1);
-    let (new_db, map, written, read_bytes) = std::thread::scope(|scope| {
+    let (new_db, new_file, map, written, read_bytes) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let feeder = scope.spawn(move || rekeyer.run(old_file, batch, tx, scope));
         // (on an error here, `rx` goes and the reader stops at its next batch)
@@ -426,7 +426,13 @@ fn rebuild(
             .db()
             .copy_into(&store.dir().join(REBUILD_FILE), Some(ns))?;
         new_db.set_cache_kib(REBUILD_CACHE_KIB)?;
-        let new_file = std::fs::File::open(new_db.path())?;
+        let new_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(new_db.path())?;
+        // about the old file's size, to be written in place of it
+        let old_len = std::fs::metadata(store.db().path())?.len();
+        crate::writeback::preallocate(&new_file, old_len + old_len / 8);
         let writer = ObjectSet::with_sealer(&new_db, ns, Box::new(writer_sealer));
         report.objects_before = store.db().count_objects(ns)?;
         progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
@@ -438,7 +444,7 @@ fn rebuild(
             }
         })?;
         drop(writer);
-        Ok::<_, Error>((new_db, map, written, read))
+        Ok::<_, Error>((new_db, new_file, map, written, read))
     })?;
     drop(reader);
     let written = {
@@ -471,6 +477,8 @@ fn rebuild(
         })?;
         written
     };
+    crate::writeback::release_unused(&new_file)?;
+    drop(new_file);
     store.replace_database(new_db)?;
     report.objects_rewritten = written;
     report.objects_deleted = report.objects_before;

@@ -50,6 +50,36 @@ pub fn drop_cached(path: &Path) {
 #[cfg(not(target_os = "linux"))]
 pub fn drop_cached(_: &Path) {}
 
+/// Reserve disk space for the first `len` bytes of `f` without changing its
+/// size, so that writing it later skips the file system's block-by-block
+/// delayed allocation (about a sixth of the cost of each page written here).
+/// Give back what was not used with [`release_unused`]. A hint: failures
+/// (no support on this file system) only lose the head start.
+#[cfg(target_os = "linux")]
+pub fn preallocate(f: &File, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; KEEP_SIZE leaves the file's contents
+    // and size as they are.
+    unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            len as libc::off_t,
+        );
+    }
+}
+
+/// Elsewhere the hint does nothing.
+#[cfg(not(target_os = "linux"))]
+pub fn preallocate(_: &File, _: u64) {}
+
+/// Give back the space [`preallocate`] reserved beyond the end of `f`
+/// (cutting a file to its own size frees what lies past it).
+pub fn release_unused(f: &File) -> std::io::Result<()> {
+    f.set_len(f.metadata()?.len())
+}
+
 /// An fsync running on a thread of its own.
 pub struct BackgroundSync(std::thread::JoinHandle<std::io::Result<()>>);
 
@@ -96,6 +126,15 @@ mod tests {
         f.write_all(&[7u8; 100_000]).unwrap();
         start(&f, 0);
         sync_in_background(&path).wait().unwrap();
+        // space reserved past the end is given back, the contents stay
+        preallocate(&f, 10_000_000);
+        release_unused(&f).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 100_000]);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert!(f.metadata().unwrap().blocks() * 512 < 1_000_000);
+        }
         sync_file_and_dir(&path).unwrap();
         let missing = dir.path().join("missing");
         assert!(sync_in_background(&missing).wait().is_err());
