@@ -425,6 +425,10 @@ impl Db {
         self.checkpoint_truncate()?;
         let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        // With a handle on the old file open, the rename does not free its
+        // blocks (some milliseconds for a file of tens of megabytes): that
+        // happens when the handle closes, on a thread, beside the reconnect.
+        let old_file = std::fs::File::open(&self.path).ok();
         let swapped = (|| -> Result<()> {
             old.close().map_err(|(_, e)| e)?;
             for ext in ["-wal", "-shm"] {
@@ -439,9 +443,14 @@ impl Db {
             crate::writeback::sync_dir(&dir)?;
             Ok(())
         })();
+        let freeing = old_file.map(|f| std::thread::spawn(move || drop(f)));
         // this handle goes on with whichever file is in place: the new one,
         // or the old one when the swap failed before the rename
-        match (Self::connect(&dir, &self.path), swapped) {
+        let reconnected = Self::connect(&dir, &self.path);
+        if let Some(freeing) = freeing {
+            let _ = freeing.join(); // dropping a file handle does not fail
+        }
+        match (reconnected, swapped) {
             (Ok(conn), swapped) => {
                 self.conn = conn;
                 swapped
