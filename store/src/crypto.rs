@@ -164,8 +164,10 @@ impl MasterKey {
 
 /// An AES-256-GCM key (`ring`'s implementation: the stitched AES-NI/CLMUL
 /// and VAES code is several times faster than portable ones, and a key
-/// rotation seals and opens every object of a namespace). Its expanded
-/// round keys and GHASH table are wiped when it is dropped.
+/// rotation seals and opens every object of a namespace). The boxed copy of
+/// its expanded round keys and GHASH table is wiped when it is dropped (the
+/// copies building it moves through the stack are not, as with any key
+/// type that is built by value).
 pub struct GcmKey(Box<std::mem::MaybeUninit<ring::aead::LessSafeKey>>);
 
 impl GcmKey {

@@ -206,8 +206,10 @@ pub struct RekeyOptions {
     /// Report what would change without changing anything.
     pub dry_run: bool,
     /// Objects read, re-keyed and written per batch: one is read while the
-    /// one before is written, two more may wait between them. (All are
-    /// written in one transaction: the new file has no journal.)
+    /// one before is written, two more may wait between them. The commits
+    /// and internal nodes (a few percent of the objects) are kept until the
+    /// end. (All are written in one transaction: the new file has no
+    /// journal.)
     pub batch_objects: usize,
 }
 
@@ -440,7 +442,16 @@ fn rebuild(
             let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
             match feeder.join() {
                 Ok(map) => Ok((map?, written, read)),
-                Err(panic) => std::panic::resume_unwind(panic),
+                // an error, not an unwinding panic: the caller still
+                // unlocks the store and removes the partial file
+                Err(panic) => Err(Error::Other(format!(
+                    "the thread re-keying `{ns}` failed: {}",
+                    panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or(panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("it panicked")
+                ))),
             }
         })?;
         drop(writer);
@@ -565,9 +576,10 @@ struct Rekeyer<'a> {
 
 impl Rekeyer<'_> {
     /// Re-key every object of the namespace in `db` (see [`Rekeyer::leaves`]
-    /// and [`Rekeyer::upper`]), sending the new objects to `out`. Returns
-    /// the old → new ids; stops at the first error, or when the receiver is
-    /// gone (the writer failed: it reports why).
+    /// and [`Rekeyer::upper`]), `batch` at a time, sending the new objects
+    /// to `out`; `db` is closed on a thread of `scope` once it is read.
+    /// Returns the old → new ids; stops at the first error, or when the
+    /// receiver is gone (the writer failed: it reports why).
     fn run<'scope>(
         mut self,
         db: Db,
@@ -588,15 +600,10 @@ impl Rekeyer<'_> {
             self.leaves(db, batch, &leaves, &send)?;
             Ok(roots)
         })?;
-        // Everything is read: the old file's map and cached pages may go
-        // now, on a thread beside the rest of the work, rather than when the
-        // new file takes its name (dropping the pages is most of what
-        // deleting the file costs). The caller's scope waits for it.
-        scope.spawn(move || {
-            let old = db.path().to_path_buf();
-            drop(db);
-            crate::writeback::drop_cached(&old);
-        });
+        // Everything is read: the old file's connection and its map of the
+        // file (unmapping takes a while) go on a thread beside the rest of
+        // the work. The caller's scope waits for it.
+        scope.spawn(move || drop(db));
         self.upper(&roots, &send)?;
         Ok(self.map)
     }
@@ -623,9 +630,10 @@ impl Rekeyer<'_> {
                 return Ok(());
             };
             after = last;
-            let upper = &self.upper;
+            let (upper, ahead) = (&self.upper, &self.framed_ahead);
             let objects = crate::parallel::map(&rows, |(_, id, _, bytes)| -> Result<Read> {
-                if upper.contains_key(id) {
+                // decoded (or framed) before its row came: by the tree walk
+                if upper.contains_key(id) || ahead.contains_key(id) {
                     return Ok(Read::Known);
                 }
                 if plain_leaves.contains(id) {

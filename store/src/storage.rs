@@ -169,25 +169,22 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Open a SQLite connection, with the process-wide settings made first.
-fn connection(path: &Path, flags: rusqlite::OpenFlags) -> rusqlite::Result<Connection> {
-    static SETTINGS: std::sync::Once = std::sync::Once::new();
-    SETTINGS.call_once(|| {
-        // SQLite's memory statistics take one process-wide mutex on every
-        // allocation: two connections on two threads (a rebuild reads the
-        // old file on one while it writes the new on another) spent much of
-        // their time waiting on it. Nothing here reads those statistics.
-        // Only possible before SQLite initialises; later it is refused
-        // (SQLITE_MISUSE) and nothing changes, so the result is ignored.
-        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int argument.
-        unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::ffi::c_int,
-            );
-        }
-    });
-    Connection::open_with_flags(path, flags)
+/// Turn off SQLite's memory statistics, for a process that runs connections
+/// on several threads at once (a key rotation reads the old file on one
+/// while it writes the new on another): the statistics take one
+/// process-wide mutex on every allocation, and the two spent much of their
+/// time waiting on it. Nothing here reads them. SQLite accepts this only
+/// before it initialises (later it refuses, and nothing changes).
+///
+/// # Safety
+/// No other thread may be using SQLite meanwhile (call it at the start of
+/// `main`, before any connection is opened).
+pub unsafe fn disable_sqlite_memory_statistics() {
+    // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int argument; the caller
+    // guarantees that no other thread uses SQLite during the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
+    }
 }
 
 fn remove_if_present(path: &Path) -> std::io::Result<()> {
@@ -209,7 +206,7 @@ impl Db {
         let tmp = dir.join(format!(".{DB_FILE}.init-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         {
-            let conn = connection(&tmp, rusqlite::OpenFlags::default())?;
+            let conn = Connection::open(&tmp)?;
             conn.execute_batch("PRAGMA journal_mode=DELETE;")?;
             conn.execute_batch("BEGIN")?;
             conn.execute_batch(SCHEMA)?;
@@ -262,7 +259,7 @@ impl Db {
 
     /// Open and check the store database at `path` (in `dir`).
     fn connect(dir: &Path, path: &Path) -> Result<Connection> {
-        let conn = connection(
+        let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
@@ -306,7 +303,8 @@ impl Db {
     /// it beside the one using this handle, under this handle's exclusive
     /// lock ([`Db::lock_exclusive`]): it takes no store lock of its own and
     /// must not outlive the lock. It reads through a memory map (no copy per
-    /// page), which is safe only because no other process may change the
+    /// page; SQLite maps at most its limit, 2 GiB, and reads the rest as
+    /// usual), which is safe only because no other process may change the
     /// file meanwhile (a file cut short under a map faults the reader).
     pub(crate) fn exclusive_reader(&self) -> Result<Db> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -345,7 +343,7 @@ impl Db {
     pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
         remove_if_present(path)?;
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let conn = connection(path, rusqlite::OpenFlags::default())?;
+        let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "page_size", page_size)?;
         conn.pragma_update(None, "journal_mode", "OFF")?;
@@ -378,13 +376,15 @@ impl Db {
             }
             let quoted = format!("\"{}\"", name.replace('"', "\"\""));
             if let (true, Some(ns)) = (name == "objects", without_objects_of) {
-                // two ranges of the (ns, id) index, not a scan of every object
+                // The other namespaces' objects, in storage order (reads
+                // and rebuilds rely on it: leaves before their parents),
+                // found through the (ns, id) index rather than by reading
+                // every object: the rowid list is sorted, so is the copy.
                 conn.execute(
-                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ns < ?1",
-                    [ns],
-                )?;
-                conn.execute(
-                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE ns > ?1",
+                    "INSERT INTO main.objects SELECT * FROM src.objects WHERE rowid IN (
+                         SELECT rowid FROM src.objects WHERE ns < ?1
+                         UNION ALL SELECT rowid FROM src.objects WHERE ns > ?1)
+                     ORDER BY rowid",
                     [ns],
                 )?;
             } else {
@@ -443,7 +443,16 @@ impl Db {
             crate::writeback::sync_dir(&dir)?;
             Ok(())
         })();
-        let freeing = old_file.map(|f| std::thread::spawn(move || drop(f)));
+        // (after a failed swap the handle is on the file about to be
+        // reopened, and closing it would drop that connection's POSIX
+        // locks: it is closed first, here)
+        let freeing = match swapped {
+            Ok(()) => old_file.map(|f| std::thread::spawn(move || drop(f))),
+            Err(_) => {
+                drop(old_file);
+                None
+            }
+        };
         // this handle goes on with whichever file is in place: the new one,
         // or the old one when the swap failed before the rename
         let reconnected = Self::connect(&dir, &self.path);
@@ -1218,6 +1227,10 @@ mod tests {
         db.write(|db| {
             db.put_object("a", &id(1), Kind::Node, b"old a")?;
             db.put_object("b", &id(2), Kind::Node, b"b stays")?;
+            // other namespaces keep their storage order, not id order
+            db.put_object("c", &id(9), Kind::Node, b"c first")?;
+            db.put_object("c", &id(8), Kind::Node, b"c second")?;
+            db.put_object("0", &id(7), Kind::Node, b"0 stays")?;
             db.set_ref("b", "heads/main", &id(2))?;
             // an AUTOINCREMENT counter past the largest row
             let lease = db.take_lease("x", "now")?;
@@ -1242,6 +1255,14 @@ mod tests {
         assert_eq!(db.get_object("a", &id(1)).unwrap(), None);
         assert_eq!(db.get_object("a", &id(3)).unwrap().unwrap(), b"new a");
         assert_eq!(db.get_object("b", &id(2)).unwrap().unwrap(), b"b stays");
+        assert_eq!(db.get_object("0", &id(7)).unwrap().unwrap(), b"0 stays");
+        let order: Vec<ObjectId> = db
+            .object_ids_after("c", 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(order, vec![id(9), id(8)]);
         assert_eq!(
             db.refs("b", "").unwrap(),
             vec![("heads/main".to_string(), id(2))]

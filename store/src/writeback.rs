@@ -5,9 +5,8 @@
 //! [`start`] asks the kernel to write it out as it grows. A restored database
 //! is written all at once and then checked: [`sync_in_background`] syncs it
 //! during the check. A rebuilt database reserves its space first
-//! ([`preallocate`], [`release_unused`]), and the file it replaces leaves
-//! the page cache once read ([`drop_cached`]). Durability still comes from
-//! the caller's final fsync.
+//! ([`preallocate`], [`release_unused`]). Durability still comes from the
+//! caller's final fsync.
 
 use std::fs::File;
 use std::path::Path;
@@ -34,24 +33,6 @@ pub fn start(f: &File, from: u64) {
 /// Elsewhere the hint does nothing.
 #[cfg(not(target_os = "linux"))]
 pub fn start(_: &File, _: u64) {}
-
-/// Ask the kernel to drop the cached pages of the file at `path` (those
-/// not waiting to be written), e.g. before the file is deleted. A hint:
-/// failures only lose the head start.
-#[cfg(target_os = "linux")]
-pub fn drop_cached(path: &Path) {
-    use std::os::fd::AsRawFd;
-    if let Ok(f) = File::open(path) {
-        // SAFETY: a valid open descriptor; the call only drops clean pages.
-        unsafe {
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
-}
-
-/// Elsewhere the hint does nothing.
-#[cfg(not(target_os = "linux"))]
-pub fn drop_cached(_: &Path) {}
 
 /// Reserve disk space for the first `len` bytes of `f` without changing its
 /// size, so that writing it later skips the file system's block-by-block
@@ -129,8 +110,6 @@ mod tests {
         f.write_all(&[7u8; 100_000]).unwrap();
         start(&f, 0);
         sync_in_background(&path).wait().unwrap();
-        drop_cached(&path); // a hint: nothing to see but that it does no harm
-        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 100_000]);
         // space reserved past the end is given back, the contents stay
         preallocate(&f, 10_000_000);
         release_unused(&f).unwrap();

@@ -136,19 +136,26 @@ pub fn default_sigpipe() {
     }
 }
 
-/// Let the C allocator keep memory a batch job frees. glibc gives the top of
-/// its heap back to the OS once 128 KiB are free, and serves larger blocks
-/// with fresh mappings, so a job that allocates and frees megabytes batch
-/// after batch page-faults the same memory in again and again: a fifth of
-/// the CPU time of a key rotation went to page faults. For tools whose
-/// batches are bounded (the memory kept is what a batch used anyway).
-pub fn keep_freed_memory() {
+/// Settings for a process that rewrites a store in batches on several
+/// threads (`qg-rotate-keys`): the C allocator keeps the memory a batch
+/// frees (glibc gives the top of its heap back to the OS once 128 KiB are
+/// free, and serves larger blocks with fresh mappings, so such a job
+/// page-faulted the same memory in again and again: a fifth of a key
+/// rotation's CPU time), and SQLite keeps no memory statistics
+/// ([`crate::storage::disable_sqlite_memory_statistics`]).
+///
+/// # Safety
+/// Call it first thing in `main`: no other thread may exist yet, and no
+/// SQLite connection.
+pub unsafe fn tune_for_batch_work() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called at startup.
+    // SAFETY: mallopt only changes allocator thresholds.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
+    // SAFETY: the caller guarantees that nothing else uses SQLite yet.
+    unsafe { crate::storage::disable_sqlite_memory_statistics() };
 }
 
 /// Read the optional TOML configuration file and export its settings as

@@ -61,7 +61,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Objects read, re-keyed and written per batch (up to four batches
-        /// are in memory at a time).
+        /// are in memory at a time, and the commits and internal nodes).
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
@@ -73,15 +73,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Objects read, re-keyed and written per batch (up to four batches
-        /// are in memory at a time).
+        /// are in memory at a time, and the commits and internal nodes).
         #[arg(long, default_value_t = 2000)]
         batch: usize,
     },
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main: no other thread, no connection yet.
+    unsafe { cli::tune_for_batch_work() };
     cli::default_sigpipe();
-    cli::keep_freed_memory();
     if let Err(e) = cli::load_config() {
         return ExitCode::from(cli::report(&e) as u8);
     }
