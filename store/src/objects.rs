@@ -236,7 +236,7 @@ impl<'a> ObjectSet<'a> {
     }
 
     /// Buffer a new object; returns its id. It is compressed and sealed
-    /// later, with others (see [`FRAME_BATCH`]).
+    /// later, with others (`FRAME_BATCH` at a time).
     pub fn put(&self, kind: Kind, payload: &[u8]) -> Result<ObjectId> {
         let content = ObjectId::hash(kind as u8, payload);
         let id = self.sealer.address_of(&content);
