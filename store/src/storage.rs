@@ -342,6 +342,12 @@ impl Db {
     /// that is simply discarded) until [`Db::replace_with`] syncs it.
     pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
         remove_if_present(path)?;
+        for ext in ["-wal", "-shm"] {
+            // a killed run's, if it died as the file was being closed
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            remove_if_present(Path::new(&p))?;
+        }
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -419,6 +425,10 @@ impl Db {
     /// the rename leaves the old file as it was, after it the new one.
     pub fn replace_with(&mut self, new: Db) -> Result<()> {
         let Db { conn, path, .. } = new;
+        // in WAL mode already, as the store's files are: opening it under
+        // its new name then needs no switch through a rollback journal
+        // (closing the last connection removes its empty WAL again)
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.close().map_err(|(_, e)| e)?;
         std::fs::File::open(&path)?.sync_all()?;
         // everything of the old file into it, so its WAL holds nothing
