@@ -791,60 +791,6 @@ impl Db {
         Ok(())
     }
 
-    /// Delete every object of `ns` whose id is not in `keep`; returns how many.
-    pub fn delete_objects_except<'k>(
-        &self,
-        ns: &str,
-        keep: impl IntoIterator<Item = &'k ObjectId>,
-    ) -> Result<u64> {
-        // A temporary table: never in the WAL, gone with the connection.
-        self.conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS keep_ids(id BLOB PRIMARY KEY) WITHOUT ROWID;
-             DELETE FROM temp.keep_ids;",
-        )?;
-        {
-            let mut ins = self
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO temp.keep_ids(id) VALUES (?1)")?;
-            for id in keep {
-                ins.execute([&id.0[..]])?;
-            }
-        }
-        let n = self.conn.execute(
-            "DELETE FROM objects WHERE ns=?1 AND id NOT IN (SELECT id FROM temp.keep_ids)",
-            [ns],
-        )?;
-        self.conn.execute_batch("DELETE FROM temp.keep_ids")?;
-        Ok(n as u64)
-    }
-
-    /// Whether commits on this connection wait for the disk (`synchronous`
-    /// FULL, the store's setting) or only keep the database consistent
-    /// (NORMAL: after a power loss the last commits may be missing). Only
-    /// for work that is redone when it was lost, such as re-encryption copies.
-    pub fn set_durable(&self, durable: bool) -> Result<()> {
-        self.conn
-            .pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
-        Ok(())
-    }
-
-    /// Let the WAL grow without automatic checkpoints on this connection
-    /// (`false`), or checkpoint every 1000 pages again (SQLite's default).
-    /// For a job that rewrites most of the file and then checkpoints once:
-    /// pages it writes several times are copied into the database once.
-    pub fn set_auto_checkpoint(&self, on: bool) -> Result<()> {
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", if on { 1000 } else { 0 })?;
-        Ok(())
-    }
-
-    /// Rebuild the database file: no free page keeps content that was deleted
-    /// or moved before (secure_delete only zeroes what is deleted while it is on).
-    pub fn vacuum(&self) -> Result<()> {
-        self.conn.execute_batch("VACUUM")?;
-        Ok(())
-    }
-
     /// Copy the WAL into the database and truncate it to zero bytes.
     pub fn checkpoint_truncate(&self) -> Result<()> {
         let (busy, _, _): (i64, i64, i64) =
