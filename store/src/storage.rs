@@ -194,6 +194,16 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Remove the WAL and shared-memory files of the database at `path`.
+fn remove_wal_files(path: &Path) -> std::io::Result<()> {
+    for ext in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        remove_if_present(Path::new(&p))?;
+    }
+    Ok(())
+}
+
 impl Db {
     /// Create a new database at `dir/qg.sqlite`. The file appears complete or not at all.
     pub fn create(dir: &Path, store_id: &str, now: &str) -> Result<Db> {
@@ -342,12 +352,8 @@ impl Db {
     /// that is simply discarded) until [`Db::replace_with`] syncs it.
     pub fn copy_into(&self, path: &Path, without_objects_of: Option<&str>) -> Result<Db> {
         remove_if_present(path)?;
-        for ext in ["-wal", "-shm"] {
-            // a killed run's, if it died as the file was being closed
-            let mut p = path.as_os_str().to_owned();
-            p.push(ext);
-            remove_if_present(Path::new(&p))?;
-        }
+        // a killed run's, if it died as the file was being closed
+        remove_wal_files(path)?;
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -441,11 +447,7 @@ impl Db {
         let old_file = std::fs::File::open(&self.path).ok();
         let swapped = (|| -> Result<()> {
             old.close().map_err(|(_, e)| e)?;
-            for ext in ["-wal", "-shm"] {
-                let mut p = self.path.clone().into_os_string();
-                p.push(ext);
-                remove_if_present(Path::new(&p))?;
-            }
+            remove_wal_files(&self.path)?;
             // the old WAL must be gone for good before the new file takes its
             // name, or a power cut could leave it to be replayed onto it
             crate::writeback::sync_dir(&dir)?;
