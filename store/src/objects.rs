@@ -327,29 +327,35 @@ impl<'a> ObjectSet<'a> {
                 _ => None,
             })
             .collect();
-        self.write_framed(&framed)
+        write_framed(self.db, &self.ns, self.sealer.sealing_version(), &framed)
     }
+}
 
-    /// Write objects framed by this set's sealer straight away (in the
-    /// caller's transaction), counting them against the sealing key.
-    /// Returns (objects written, bytes written), counting only new ones.
-    pub fn write_framed(&self, framed: &[(ObjectId, Kind, Vec<u8>)]) -> Result<(u64, u64)> {
-        let written = self.db.put_objects(
-            &self.ns,
-            framed.iter().map(|(id, kind, b)| (id, *kind, b.as_slice())),
-        )?;
-        if let (Some(v), true) = (self.sealer.sealing_version(), written.0 > 0) {
-            let sealed = self.db.add_key_usage(&self.ns, v, written.0)?;
-            if sealed > crate::crypto::SEAL_LIMIT {
-                return Err(Error::KeyExhausted {
-                    ns: self.ns.clone(),
-                    version: v,
-                    sealed,
-                });
-            }
+/// Write framed objects of `ns` to `db` (in the caller's transaction),
+/// counting them against key version `sealing` (None: unsealed), which they
+/// were sealed under. Returns (objects written, bytes written), counting
+/// only new ones.
+pub fn write_framed(
+    db: &Db,
+    ns: &str,
+    sealing: Option<u32>,
+    framed: &[(ObjectId, Kind, Vec<u8>)],
+) -> Result<(u64, u64)> {
+    let written = db.put_objects(
+        ns,
+        framed.iter().map(|(id, kind, b)| (id, *kind, b.as_slice())),
+    )?;
+    if let (Some(v), true) = (sealing, written.0 > 0) {
+        let sealed = db.add_key_usage(ns, v, written.0)?;
+        if sealed > crate::crypto::SEAL_LIMIT {
+            return Err(Error::KeyExhausted {
+                ns: ns.to_string(),
+                version: v,
+                sealed,
+            });
         }
-        Ok(written)
     }
+    Ok(written)
 }
 
 /// Open, check and parse the tree node stored as `bytes`.

@@ -37,7 +37,7 @@ use crate::crypto::{self, CryptoRecord, KdfParams, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{IdMap, IdSet, ObjectId};
 use crate::object::{self, Kind, Resealed, Sealer};
-use crate::objects::ObjectSet;
+use crate::objects;
 use crate::progress::Progress;
 use crate::storage::Db;
 use crate::store::Store;
@@ -399,8 +399,6 @@ fn rebuild(
     // store's: neither may find the other's in the key cache
     store.forget_keys();
     let to_sealer = store.sealer_for(ns, rec, to)?;
-    // the writer only counts what it writes against the new key
-    let writer_sealer = store.sealer_for(ns, rec, to)?;
     store.forget_keys();
     let reader = store.objects(ns)?;
     // One read transaction on the old file (not a lock per object read) and
@@ -435,11 +433,10 @@ fn rebuild(
         // about the old file's size, to be written in place of it
         let old_len = std::fs::metadata(store.db().path())?.len();
         crate::writeback::preallocate(&new_file, old_len + old_len / 8);
-        let writer = ObjectSet::with_sealer(&new_db, ns, Box::new(writer_sealer));
         report.objects_before = store.db().count_objects(ns)?;
         progress.start(&format!("re-encrypting {ns}"), Some(report.objects_before));
         let (map, written, read) = new_db.write(|_| {
-            let (written, read) = write_batches(&writer, rx, &new_file, progress)?;
+            let (written, read) = write_batches(&new_db, (ns, to), rx, &new_file, progress)?;
             match feeder.join() {
                 Ok(map) => Ok((map?, written, read)),
                 // an error, not an unwinding panic: the caller still
@@ -454,7 +451,6 @@ fn rebuild(
                 ))),
             }
         })?;
-        drop(writer);
         Ok::<_, Error>((new_db, new_file, map, written, read))
     })?;
     drop(reader);
@@ -534,18 +530,19 @@ struct Batch {
     read_bytes: u64,
 }
 
-/// Write the batches a [`Rekeyer`] sends (in the caller's transaction),
-/// starting the new file's write-back after each. Returns (objects written,
-/// bytes read).
+/// Write the batches a [`Rekeyer`] sends for namespace `ns`, sealed under
+/// key version `to`, to `db` (in the caller's transaction), starting the new
+/// file's write-back after each. Returns (objects written, bytes read).
 fn write_batches(
-    writer: &ObjectSet,
+    db: &Db,
+    (ns, to): (&str, u32),
     batches: Receiver<Batch>,
     file: &std::fs::File,
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
     let (mut written, mut read) = (0, 0);
     for batch in batches {
-        written += writer.write_framed(&batch.framed)?.0;
+        written += objects::write_framed(db, ns, Some(to), &batch.framed)?.0;
         read += batch.read_bytes;
         progress.inc(batch.framed.len() as u64);
         crate::writeback::start(file, 0);
