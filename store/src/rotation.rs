@@ -454,36 +454,33 @@ fn rebuild(
         Ok::<_, Error>((new_db, new_file, map, written, read))
     })?;
     drop(reader);
-    let written = {
-        progress.finish();
-        report.bytes_before = read_bytes;
-        new_db.write(|db| {
-            db.remap_refs(ns, &map)?;
-            let mut rec = rec.clone();
-            rec.current = Some(to);
-            rec.job = None;
-            rec.erase_pending = false;
-            if let Some(old) = from {
-                rec.keys.retain(|k| k.version != old);
-                db.delete_key_usage(ns, old)?;
-            }
-            db.set_crypto_record(ns, Some(&rec.to_json()))?;
-            // rows a job started by an earlier version may have left
-            db.clear_rekey_map(ns)?;
-            audit::append(
-                db,
-                &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
-                    .ns(ns)
-                    .target(ns)
-                    .detail(serde_json::json!({
-                        "phase": "done", "from_version": from, "to_version": to,
-                        "kek_id": report.kek_id, "objects_rewritten": written,
-                        "objects_deleted": report.objects_before,
-                    })),
-            )
-        })?;
-        written
-    };
+    progress.finish();
+    report.bytes_before = read_bytes;
+    new_db.write(|db| {
+        db.remap_refs(ns, &map)?;
+        let mut rec = rec.clone();
+        rec.current = Some(to);
+        rec.job = None;
+        rec.erase_pending = false;
+        if let Some(old) = from {
+            rec.keys.retain(|k| k.version != old);
+            db.delete_key_usage(ns, old)?;
+        }
+        db.set_crypto_record(ns, Some(&rec.to_json()))?;
+        // rows a job started by an earlier version may have left
+        db.clear_rekey_map(ns)?;
+        audit::append(
+            db,
+            &Event::new(store.actor(), &format!("key.rotate.{}", kind.name()))
+                .ns(ns)
+                .target(ns)
+                .detail(serde_json::json!({
+                    "phase": "done", "from_version": from, "to_version": to,
+                    "kek_id": report.kek_id, "objects_rewritten": written,
+                    "objects_deleted": report.objects_before,
+                })),
+        )
+    })?;
     crate::writeback::release_unused(&new_file)?;
     drop(new_file);
     store.replace_database(new_db)?;
@@ -528,6 +525,15 @@ const FIRST_BATCH: usize = 64;
 struct Batch {
     framed: Vec<(ObjectId, Kind, Vec<u8>)>,
     read_bytes: u64,
+}
+
+impl Batch {
+    fn with_capacity(objects: usize) -> Batch {
+        Batch {
+            framed: Vec::with_capacity(objects),
+            read_bytes: 0,
+        }
+    }
 }
 
 /// Write the batches a [`Rekeyer`] sends for namespace `ns`, sealed under
@@ -643,10 +649,7 @@ impl Rekeyer<'_> {
                     None => Ok(Read::Upper(Upper::decode(from, ns, id, bytes)?)),
                 }
             });
-            let mut out = Batch {
-                framed: Vec::with_capacity(rows.len()),
-                read_bytes: 0,
-            };
+            let mut out = Batch::with_capacity(rows.len());
             for ((_, id, _, bytes), object) in rows.iter().zip(objects) {
                 out.read_bytes += bytes.len() as u64;
                 match object? {
@@ -680,30 +683,20 @@ impl Rekeyer<'_> {
         let mut ready = Vec::new();
         let mut waiting = std::mem::take(&mut self.waiting);
         waiting.retain(|id| {
-            let Some(Upper::Node(n)) = self.upper.get(id) else {
+            let Some(Upper::Node(n)) = self.upper.get_mut(id) else {
                 return false;
             };
-            let Some(new) = n
-                .children
-                .iter()
-                .map(|c| self.map.get(&c.id).copied())
-                .collect::<Option<Vec<_>>>()
-            else {
+            if !rename_children(&self.map, n) {
                 return true;
-            };
-            let Some(Upper::Node(mut n)) = self.upper.remove(id) else {
+            }
+            let Some(Upper::Node(n)) = self.upper.remove(id) else {
                 unreachable!("just found");
             };
-            n.children.iter_mut().zip(new).for_each(|(c, id)| c.id = id);
             ready.push((*id, n));
             false
         });
         self.waiting = waiting;
-        let to = self.to;
-        let framed = crate::parallel::map(&ready, |(_, node)| {
-            object::encode(to, Kind::Node, &node.encode())
-        });
-        for ((old, _), f) in ready.iter().zip(framed) {
+        for ((old, _), f) in ready.iter().zip(frame_nodes(self.to, &ready)) {
             self.framed_ahead.insert(*old, f?);
         }
         Ok(())
@@ -764,47 +757,34 @@ impl Rekeyer<'_> {
             levels,
             commits,
         } = self.reachable(roots)?;
-        let mut out = Batch {
-            framed: Vec::with_capacity(ahead.len()),
-            read_bytes: 0,
-        };
+        let mut out = Batch::with_capacity(ahead.len());
         for (old, (new, bytes)) in ahead {
             self.map.insert(old, new);
             out.framed.push((new, Kind::Node, bytes));
         }
         send(out)?;
-        for mut nodes in levels.into_values() {
-            for (id, node, named) in &mut nodes {
-                if *named {
-                    continue; // its children are leaves, renamed when it was reached
-                }
+        for (mut nodes, others) in levels.into_values() {
+            // (the named ones' children are leaves, renamed when reached)
+            for (id, mut node) in others {
                 for c in &mut node.children {
                     // a child at this level or above: no tree is built so
                     c.id = *self.map.get(&c.id).ok_or_else(|| Error::CorruptObject {
                         ns: ns.to_string(),
-                        id: *id,
+                        id,
                         reason: format!("child {} is not a tree node of a lower level", c.id),
                     })?;
                 }
+                nodes.push((id, node));
             }
-            let framed = crate::parallel::map(&nodes, |(_, node, _)| {
-                object::encode(to, Kind::Node, &node.encode())
-            });
-            let mut out = Batch {
-                framed: Vec::with_capacity(nodes.len()),
-                read_bytes: 0,
-            };
-            for ((old, _, _), f) in nodes.iter().zip(framed) {
+            let mut out = Batch::with_capacity(nodes.len());
+            for ((old, _), f) in nodes.iter().zip(frame_nodes(to, &nodes)) {
                 let (new, bytes) = f?;
                 self.map.insert(*old, new);
                 out.framed.push((new, Kind::Node, bytes));
             }
             send(out)?;
         }
-        let mut out = Batch {
-            framed: Vec::with_capacity(commits.len()),
-            read_bytes: 0,
-        };
+        let mut out = Batch::with_capacity(commits.len());
         for (old, mut c) in commits {
             c.tree = self.map[&c.tree];
             for p in &mut c.parents {
@@ -874,24 +854,20 @@ impl Rekeyer<'_> {
                     stack.extend(children);
                 }
                 Upper::Node(mut n) => {
-                    // Children that are leaves have their new ids already:
-                    // when all are, they are renamed here (one lookup each).
-                    let new: Option<Vec<ObjectId>> = n
-                        .children
-                        .iter()
-                        .map(|c| self.map.get(&c.id).copied())
-                        .collect();
-                    let named = new.is_some();
-                    match new {
-                        Some(new) => n.children.iter_mut().zip(new).for_each(|(c, id)| c.id = id),
-                        None => stack.extend(
+                    // children that are leaves have their new ids already:
+                    // when all are, they are renamed here (one lookup each)
+                    let (named, others) = levels.entry(n.level).or_default();
+                    if rename_children(&self.map, &mut n) {
+                        named.push((id, n));
+                    } else {
+                        stack.extend(
                             n.children
                                 .iter()
                                 .filter(|c| !self.map.contains_key(&c.id))
                                 .map(|c| (c.id, Kind::Node, None)),
-                        ),
+                        );
+                        others.push((id, n));
                     }
-                    levels.entry(n.level).or_default().push((id, n, named));
                 }
             }
         }
@@ -903,9 +879,35 @@ impl Rekeyer<'_> {
     }
 }
 
-/// Internal nodes by level: id, node, and whether its children already
-/// carry their new ids.
-type Levels = BTreeMap<u8, Vec<(ObjectId, Node, bool)>>;
+/// Internal nodes by level: those that name their children by their new
+/// ids already, and the others.
+type Levels = BTreeMap<u8, (Vec<(ObjectId, Node)>, Vec<(ObjectId, Node)>)>;
+
+/// Give `node`'s children their new ids from `map`, if all have one; whether
+/// they had.
+fn rename_children(map: &IdMap<ObjectId>, node: &mut Node) -> bool {
+    let Some(new) = node
+        .children
+        .iter()
+        .map(|c| map.get(&c.id).copied())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    node.children
+        .iter_mut()
+        .zip(new)
+        .for_each(|(c, id)| c.id = id);
+    true
+}
+
+/// `nodes` encoded and framed under `to`, on every core: (new id, stored
+/// bytes) each.
+fn frame_nodes(to: &dyn Sealer, nodes: &[(ObjectId, Node)]) -> Vec<Result<(ObjectId, Vec<u8>)>> {
+    crate::parallel::map(nodes, |(_, node)| {
+        object::encode(to, Kind::Node, &node.encode())
+    })
+}
 
 /// What [`Rekeyer::upper`] rewrites, as [`Rekeyer::reachable`] finds it.
 struct Reachable {
