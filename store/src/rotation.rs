@@ -806,7 +806,8 @@ impl Rekeyer<'_> {
         let mut levels = Levels::new();
         let mut commits = Vec::new();
         let mut ahead = Vec::new();
-        let mut seen = IdSet::default();
+        // the kind each object was met as: met again, it must be the same
+        let mut seen: IdMap<Kind> = IdMap::default();
         // (id, kind expected, the commit once its parents are pushed): a
         // commit is listed after its parents
         let mut stack: Vec<(ObjectId, Kind, Option<Commit>)> =
@@ -816,14 +817,20 @@ impl Rekeyer<'_> {
                 commits.push((id, c));
                 continue;
             }
-            if kind == Kind::Node && self.map.contains_key(&id) || !seen.insert(id) {
-                continue; // a leaf, copied already; or met before
+            if kind == Kind::Node && self.map.contains_key(&id) {
+                continue; // a leaf, copied already
             }
             let wrong = |found: Kind| Error::CorruptObject {
                 ns: ns.to_string(),
                 id,
                 reason: format!("expected a {}, found a {}", kind.name(), found.name()),
             };
+            if let Some(met) = seen.insert(id, kind) {
+                match met == kind {
+                    true => continue,
+                    false => return Err(wrong(met)),
+                }
+            }
             if let Some(framed) = self.framed_ahead.remove(&id) {
                 if kind != Kind::Node {
                     return Err(wrong(Kind::Node));

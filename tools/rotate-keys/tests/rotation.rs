@@ -341,6 +341,60 @@ fn a_commit_with_a_damaged_kind_byte_stops_dek_and_changes_nothing() {
 }
 
 #[test]
+fn a_commit_naming_a_tree_node_as_parent_stops_dek_and_encrypt_and_changes_nothing() {
+    // `dek` meets the node as a leaf it has copied, `encrypt` as one it has
+    // decoded from the tree walk: both must refuse it as a parent
+    for (encrypted, job) in [(true, "dek"), (false, "encrypt")] {
+        let (_t, dir) = template(encrypted);
+        let leaf = {
+            let store = open(&dir, KEY, None);
+            let objs = store.objects("data").unwrap();
+            let head = store.db().refs("data", "heads/main").unwrap()[0].1;
+            let c = qg_store::commit::Commit::load(&objs, &head).unwrap();
+            let mut leaf = c.tree;
+            loop {
+                let node = objs.node(&leaf).unwrap();
+                if node.level == 0 {
+                    break;
+                }
+                leaf = node.children[0].id;
+            }
+            let bad = qg_store::commit::Commit {
+                parents: vec![leaf],
+                message: "a node for a parent".into(),
+                ..c
+            };
+            let id = bad.store(&objs).unwrap();
+            store
+                .db()
+                .write(|db| {
+                    objs.flush()?;
+                    db.set_ref("data", "heads/bad", &id)
+                })
+                .unwrap();
+            leaf
+        };
+        let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
+        let o = tool(&dir, &["--ns", "data", job]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{job}: {err}");
+        assert!(
+            err.contains(&leaf.to_hex()) && err.contains("expected a commit, found a tree node"),
+            "{job}: {err}"
+        );
+        assert!(
+            std::fs::read(dir.join("qg.sqlite")).unwrap() == before,
+            "{job}"
+        );
+        assert!(
+            !files(&dir).contains(&qg_store::rotation::REBUILD_FILE.to_string()),
+            "{job}: {:?}",
+            files(&dir)
+        );
+    }
+}
+
+#[test]
 fn encrypt_seals_a_damaged_leaf_as_it_is_and_fsck_names_it_after() {
     let (_t, dir) = template(false);
     // the objects fsck finds damaged (each once, however many trees share it)
