@@ -184,10 +184,14 @@ impl GcmKey {
         unsafe { self.0.assume_init_ref() }
     }
 
-    /// Encrypt `in_out` in place and append the 16-byte tag.
-    pub fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut Vec<u8>) {
-        let tag = self.seal_detached(nonce, aad, in_out);
-        in_out.extend_from_slice(&tag);
+    /// `plain` encrypted, then the 16-byte tag (encrypted in the buffer it
+    /// is returned in: no copy of the plaintext is left behind).
+    pub fn seal(&self, nonce: [u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut sealed = Vec::with_capacity(plain.len() + 16);
+        sealed.extend_from_slice(plain);
+        let tag = self.seal_detached(nonce, aad, &mut sealed);
+        sealed.extend_from_slice(&tag);
+        sealed
     }
 
     /// Encrypt `in_out` in place; the 16-byte tag.
@@ -233,11 +237,8 @@ impl Drop for GcmKey {
 /// AES-256-GCM: nonce || ciphertext+tag.
 fn seal_blob(key: &[u8; 32], plain: &[u8], aad: &[u8]) -> Vec<u8> {
     let nonce = random::<12>();
-    let mut out = Vec::with_capacity(12 + plain.len() + 16);
-    out.extend_from_slice(&nonce);
-    let mut ct = Zeroizing::new(plain.to_vec());
-    GcmKey::new(key).seal(nonce, aad, &mut ct);
-    out.extend_from_slice(&ct);
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&GcmKey::new(key).seal(nonce, aad, plain));
     out
 }
 

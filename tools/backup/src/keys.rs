@@ -314,11 +314,8 @@ impl FrameCipher {
     }
 
     pub fn seal(&self, kind: u8, index: u64, plain: &[u8]) -> Vec<u8> {
-        let mut sealed = Vec::with_capacity(plain.len() + TAG_LEN);
-        sealed.extend_from_slice(plain);
         self.aead
-            .seal(Self::nonce(index), &self.aad(kind, index), &mut sealed);
-        sealed
+            .seal(Self::nonce(index), &self.aad(kind, index), plain)
     }
 
     /// `None` when the record does not authenticate.
