@@ -388,13 +388,26 @@ pub fn reseal(
         };
         (content, tag, o.compressed.as_deref().unwrap_or(&o.payload))
     };
-    let new_id = to.address_of(&content);
-    Ok(Some(Resealed {
-        kind: h.kind,
-        id: new_id,
-        bytes: seal_and_frame(to, &new_id, &content, tag, h.kind, zstd, body)?,
+    resealed(to, &content, tag, h.kind, zstd, body).map(Some)
+}
+
+/// An object with content hash `content` and (compressed per `flags`) body
+/// `body`, addressed and sealed by `to`.
+fn resealed(
+    to: &dyn Sealer,
+    content: &ObjectId,
+    tag: u8,
+    kind: Kind,
+    flags: u8,
+    body: &[u8],
+) -> Result<Resealed> {
+    let id = to.address_of(content);
+    Ok(Resealed {
+        kind,
+        id,
+        bytes: seal_and_frame(to, &id, content, tag, kind, flags, body)?,
         tag,
-    }))
+    })
 }
 
 /// Re-frame unsealed object `id` of `from`, which its parent says is a tree
@@ -425,13 +438,7 @@ pub fn reseal_plain_leaf(
             ),
         ));
     }
-    let new_id = to.address_of(id);
-    Ok(Resealed {
-        kind: Kind::Node,
-        id: new_id,
-        bytes: seal_and_frame(to, &new_id, id, 0, Kind::Node, h.flags, h.stored)?,
-        tag: 0,
-    })
+    resealed(to, id, 0, Kind::Node, h.flags, h.stored)
 }
 
 /// A stored object opened and verified.
