@@ -395,6 +395,67 @@ fn a_commit_naming_a_tree_node_as_parent_stops_dek_and_encrypt_and_changes_nothi
 }
 
 #[test]
+fn a_tree_node_naming_a_node_above_it_stops_dek_and_changes_nothing() {
+    use qg_store::tree::{Child, Keys, Node};
+    let (_t, dir) = template(true);
+    let above = {
+        let store = open(&dir, KEY, None);
+        let objs = store.objects("data").unwrap();
+        let head = store.db().refs("data", "heads/main").unwrap()[0].1;
+        let c = qg_store::commit::Commit::load(&objs, &head).unwrap();
+        let mut level1 = c.tree;
+        let first_key = loop {
+            let node = objs.node(&level1).unwrap();
+            assert!(node.level >= 1, "the test needs an internal node");
+            if node.level == 1 {
+                break node.keys.first().unwrap().to_vec();
+            }
+            level1 = node.children[0].id;
+        };
+        // a level-2 node over a real level-1 node, named by a level-1 node
+        let node = |level, child| {
+            let mut keys = Keys::new();
+            keys.push(&first_key);
+            Node {
+                level,
+                keys,
+                children: vec![Child {
+                    id: child,
+                    count: 1,
+                }],
+            }
+        };
+        let above = objs.put_node(node(2, level1)).unwrap();
+        let below = objs.put_node(node(1, above)).unwrap();
+        let bad = qg_store::commit::Commit {
+            tree: below,
+            parents: vec![head],
+            message: "a node naming one above it".into(),
+            ..c
+        };
+        let id = bad.store(&objs).unwrap();
+        store
+            .db()
+            .write(|db| {
+                objs.flush()?;
+                db.set_ref("data", "heads/bad", &id)
+            })
+            .unwrap();
+        above
+    };
+    let before = std::fs::read(dir.join("qg.sqlite")).unwrap();
+    let o = tool(&dir, &["--ns", "data", "dek"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&above.to_hex()) && err.contains("is not a tree node of a lower level"),
+        "{err}"
+    );
+    assert!(std::fs::read(dir.join("qg.sqlite")).unwrap() == before);
+    assert!(!files(&dir).contains(&qg_store::rotation::REBUILD_FILE.to_string()));
+}
+
+#[test]
 fn encrypt_seals_a_damaged_leaf_as_it_is_and_fsck_names_it_after() {
     let (_t, dir) = template(false);
     // the objects fsck finds damaged (each once, however many trees share it)
