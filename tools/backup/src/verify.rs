@@ -239,7 +239,14 @@ fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let catalog = Catalog::load(&target)?;
     report.backups = catalog.backups.len() as u64;
     for d in &catalog.damaged {
-        report.problem(Some(&d.id), d.problem.clone());
+        // with --id, only the chain asked about decides the outcome
+        match &opts.id {
+            Some(id) if id != &d.id => report.warnings.push(format!(
+                "backup {}: {} (not in the chain checked)",
+                d.id, d.problem
+            )),
+            _ => report.problem(Some(&d.id), d.problem.clone()),
+        }
     }
     for name in &catalog.incomplete {
         match target.age_secs(name) {
