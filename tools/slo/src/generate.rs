@@ -212,14 +212,9 @@ fn slo_groups(slo: &Slo) -> (Vec<Group>, usize, usize) {
                 (
                     "summary".to_string(),
                     format!(
-                        "SLO {} of {} is burning its error budget too fast",
-                        slo.name, slo.service
-                    ),
-                ),
-                (
-                    "description".to_string(),
-                    format!(
-                        "The error ratio exceeds the objective's budget ({}) by {}. Error ratio over the long window: {{{{ $value | humanizePercentage }}}}.",
+                        "SLO {} of {} is burning its error budget: the error ratio is above {} by {}",
+                        slo.name,
+                        slo.service,
                         num(budget),
                         described.join(", or ")
                     ),

@@ -7,7 +7,8 @@
 //! bad events over all events of the range, not an average of short ratios.
 
 use crate::duration::Duration;
-use crate::spec::{Budgeting, Events, Indicator, Slo};
+use crate::selector::GaugeQuery;
+use crate::spec::{Budgeting, Events, Indicator, Op, Slo};
 
 /// A number as PromQL and YAML print it, without float noise (`0.01`, not
 /// `0.010000000000000009`).
@@ -48,12 +49,23 @@ fn total(slo: &Slo, func: &str, range: Duration) -> Option<String> {
     Some(sum_of(func, &total.0, range))
 }
 
+/// The gauge over all series it matches, at its worst for the comparison:
+/// the age of the newest timestamp (any instance's backup counts), the
+/// largest value against an upper bound, the smallest against a lower one.
+fn gauge(q: &GaugeQuery, op: Op) -> String {
+    match q {
+        GaugeQuery::Age(s) => format!("(time() - max({s}))"),
+        GaugeQuery::Value(s) if matches!(op, Op::Lt | Op::Lte) => format!("max({s})"),
+        GaugeQuery::Value(s) => format!("min({s})"),
+    }
+}
+
 /// 1 for a good time slice, 0 for a bad one (Timeslices budgeting); the
 /// slice ending at each step of a subquery with step `slice`.
 fn slice_good(slo: &Slo, slice_target: f64, slice: Duration) -> String {
     match &slo.indicator {
         Indicator::Threshold { query, op, value } => {
-            format!("(({}) {} bool {})", query.0, op.promql(), num(*value))
+            format!("({} {} bool {})", gauge(&query.0, *op), op.promql(), num(*value))
         }
         Indicator::Ratio { .. } => {
             // bad <= (1 - t) * total, so a slice without events is good (no 0/0)

@@ -306,7 +306,7 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
                     }
                 }
             }
-            Indicator::Threshold { query, op, value } => match pair[1].gauge(&query.0) {
+            Indicator::Threshold { query, op, value } => match pair[1].gauge(&query.0, matches!(op, spec::Op::Lt | spec::Op::Lte)) {
                 Some(v) => (f64::from(u8::from(!op.holds(v, *value))), 1.0),
                 None => (0.0, 0.0),
             },
@@ -326,7 +326,11 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
             .fold((0.0, 0.0), |(b, t), s| (b + s.1, t + s.2)),
     };
     // with only the sampled span, every alert window's burn rate is the span's
-    let span_ratio = (total > 0.0).then(|| bad / total).or(Some(0.0).filter(|_| total == 0.0 && !steps.is_empty()));
+    let span_ratio = if total > 0.0 {
+        Some(bad / total)
+    } else {
+        (!steps.is_empty()).then_some(0.0)
+    };
     let burn_rates = vec![BurnRate {
         name: "sampled".into(),
         range: Duration((last - first).round().max(1.0) as u64),

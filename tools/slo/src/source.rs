@@ -188,13 +188,22 @@ impl Scrape {
         any.then_some(total)
     }
 
-    /// The gauge query's value (one series, or the sum of several).
-    pub fn gauge(&self, q: &GaugeQuery) -> Option<f64> {
-        let v = self.sum(q.selector())?;
-        Some(match q {
-            GaugeQuery::Value(_) => v,
-            GaugeQuery::Age(_) => self.at - v,
-        })
+    /// The largest (`max`) or smallest value of the series `sel` matches.
+    pub fn extreme(&self, sel: &Selector, max: bool) -> Option<f64> {
+        self.series
+            .iter()
+            .filter(|(name, labels, _)| sel.matches(name, labels))
+            .map(|s| s.2)
+            .reduce(|a, b| if (a < b) == max { b } else { a })
+    }
+
+    /// The gauge query as the rules aggregate it (see `promql`): the age of
+    /// the newest timestamp, else the value at its worst for `upper` bounds.
+    pub fn gauge(&self, q: &GaugeQuery, upper: bool) -> Option<f64> {
+        match q {
+            GaugeQuery::Age(s) => self.extreme(s, true).map(|v| self.at - v),
+            GaugeQuery::Value(s) => self.extreme(s, upper),
+        }
     }
 }
 

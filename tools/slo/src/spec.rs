@@ -900,7 +900,7 @@ impl Doc {
             .unwrap_or(Duration(0));
         if window.nominal() < longest {
             return Err(self.err(
-                &["spec", "timeWindow"],
+                &["spec", "timeWindow", "duration"],
                 "spec.timeWindow[0].duration",
                 format!(
                     "the period {} is shorter than the longest alert window {longest}",
