@@ -106,10 +106,10 @@ fn view(report: &Report, charts: bool) -> View<'_> {
                 window: format!("{} ({} to {})", r.window, utc(r.window_start), utc(r.window_end)),
                 sli: pct(r.sli, 4),
                 target: pct(Some(r.target), 3),
-                budget_total: format!("{:.1}", r.budget.events_total),
-                budget_spent: format!("{:.1} ({})", r.budget.events_spent, pct(Some(r.budget.spent_ratio), 1)),
+                budget_total: format!("{:.2}", r.budget.events_total),
+                budget_spent: format!("{:.2} ({})", r.budget.events_spent, pct(Some(r.budget.spent_ratio), 1)),
                 budget_remaining: format!(
-                    "{:.1} ({})",
+                    "{:.2} ({})",
                     r.budget.events_remaining,
                     pct(Some(r.budget.remaining_ratio), 1)
                 ),

@@ -36,3 +36,10 @@ pub fn tool(program: &str, args: &[&str], dir: &Path) -> Run {
         })
         .into()
 }
+
+#[path = "../../../../tests/support/prometheus.rs"]
+pub mod prometheus;
+#[path = "../../../../tests/support/serve.rs"]
+pub mod serve;
+#[path = "../../../../tests/support/chromium.rs"]
+pub mod chromium;
