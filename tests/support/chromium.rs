@@ -24,7 +24,10 @@ pub fn render_and_check(html: &Path) {
             "--v=0",
             "--window-size=1280,1600",
         ])
-        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", html.canonicalize().unwrap().display()))
         .stdin(Stdio::null())
@@ -34,7 +37,12 @@ pub fn render_and_check(html: &Path) {
     assert!(out.status.success(), "chromium failed: {stderr}");
     // page console messages are logged as `...:CONSOLE(line)] "message"`
     let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages rendering {}:\n{}", html.display(), console.join("\n"));
+    assert!(
+        console.is_empty(),
+        "console messages rendering {}:\n{}",
+        html.display(),
+        console.join("\n")
+    );
 
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
     let mut reader = decoder.read_info().unwrap();

@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 /// builds it; alone: `cargo build -p qg-store --bin qg`).
 pub fn qg_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let qg = dir.join("qg");
     assert!(
         qg.exists(),
@@ -46,7 +49,11 @@ impl Serve {
     pub fn start(data: &Path, log: &Path) -> Serve {
         if !data.join("qg.sqlite").exists() {
             let o = qg(data, &["init"]);
-            assert!(o.status.success(), "qg init: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "qg init: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         let mut child = Command::new(qg_bin())
             .env_remove("QG_NS")

@@ -56,7 +56,11 @@ pub fn parse_period(text: &str) -> Result<(i64, i64), String> {
 fn month_start(year: i32, month: u8) -> Option<i64> {
     let m = Month::try_from(month).ok()?;
     let d = Date::from_calendar_date(year, m, 1).ok()?;
-    Some(PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc().unix_timestamp())
+    Some(
+        PrimitiveDateTime::new(d, Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp(),
+    )
 }
 
 /// The start of the month `n` months after the month starting at `start`.
@@ -96,7 +100,10 @@ mod tests {
         assert_eq!(e - s, 30 * 86_400);
         let (s, e) = parse_period("2026-Q1").unwrap();
         assert_eq!(e - s, 90 * 86_400);
-        assert_eq!(parse_period("2024-02").map(|(s, e)| e - s).unwrap(), 29 * 86_400);
+        assert_eq!(
+            parse_period("2024-02").map(|(s, e)| e - s).unwrap(),
+            29 * 86_400
+        );
         for bad in ["2026", "2026-13", "2026-1", "2026-Q5", "x-01"] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }

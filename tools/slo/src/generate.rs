@@ -114,7 +114,10 @@ fn slo_groups(slo: &Slo) -> (Vec<Group>, usize, usize) {
         ));
     }
     let period_name = format!("slo:sli_error:ratio_rate{period}");
-    if !sli.iter().any(|r| r.record.as_deref() == Some(&period_name)) {
+    if !sli
+        .iter()
+        .any(|r| r.record.as_deref() == Some(&period_name))
+    {
         sli.push(record(
             period_name.clone(),
             promql::error_ratio(slo, period),

@@ -65,7 +65,12 @@ fn gauge(q: &GaugeQuery, op: Op) -> String {
 fn slice_good(slo: &Slo, slice_target: f64, slice: Duration) -> String {
     match &slo.indicator {
         Indicator::Threshold { query, op, value } => {
-            format!("({} {} bool {})", gauge(&query.0, *op), op.promql(), num(*value))
+            format!(
+                "({} {} bool {})",
+                gauge(&query.0, *op),
+                op.promql(),
+                num(*value)
+            )
         }
         Indicator::Ratio { .. } => {
             // bad <= (1 - t) * total, so a slice without events is good (no 0/0)
@@ -101,7 +106,9 @@ pub fn event_counts(slo: &Slo, range: Duration) -> (String, String) {
         Budgeting::Timeslices { target, window } => {
             let g = slice_good(slo, target, window);
             (
-                format!("count_over_time({g}[{range}:{window}]) - sum_over_time({g}[{range}:{window}])"),
+                format!(
+                    "count_over_time({g}[{range}:{window}]) - sum_over_time({g}[{range}:{window}])"
+                ),
                 format!("count_over_time({g}[{range}:{window}])"),
             )
         }

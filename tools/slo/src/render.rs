@@ -103,11 +103,20 @@ fn view(report: &Report, charts: bool) -> View<'_> {
             .iter()
             .map(|r| SloView {
                 title: r.display_name.clone().unwrap_or_else(|| r.name.clone()),
-                window: format!("{} ({} to {})", r.window, utc(r.window_start), utc(r.window_end)),
+                window: format!(
+                    "{} ({} to {})",
+                    r.window,
+                    utc(r.window_start),
+                    utc(r.window_end)
+                ),
                 sli: pct(r.sli, 4),
                 target: pct(Some(r.target), 3),
                 budget_total: format!("{:.2}", r.budget.events_total),
-                budget_spent: format!("{:.2} ({})", r.budget.events_spent, pct(Some(r.budget.spent_ratio), 1)),
+                budget_spent: format!(
+                    "{:.2} ({})",
+                    r.budget.events_spent,
+                    pct(Some(r.budget.spent_ratio), 1)
+                ),
                 budget_remaining: format!(
                     "{:.2} ({})",
                     r.budget.events_remaining,
@@ -153,7 +162,14 @@ fn view(report: &Report, charts: bool) -> View<'_> {
                     String::new()
                 },
                 sli_svg: if charts {
-                    chart(&r.series, |p| p.sli, r.target, "SLI", r.window_start, r.window_end)
+                    chart(
+                        &r.series,
+                        |p| p.sli,
+                        r.target,
+                        "SLI",
+                        r.window_start,
+                        r.window_end,
+                    )
                 } else {
                     String::new()
                 },

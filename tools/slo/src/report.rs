@@ -141,7 +141,8 @@ pub fn now() -> i64 {
 /// The window of `slo` ending at `at`, given the options.
 fn window_of(slo: &Slo, opts: &ReportOptions, at: i64) -> Result<(i64, i64, String)> {
     if let Some(c) = &opts.calendar {
-        let (s, e) = calendar::parse_period(c).map_err(|e| Error::BadInput(format!("--calendar: {e}")))?;
+        let (s, e) =
+            calendar::parse_period(c).map_err(|e| Error::BadInput(format!("--calendar: {e}")))?;
         return Ok((s, e.min(at), format!("calendar {c}")));
     }
     if let Some(w) = opts.window {
@@ -150,9 +151,14 @@ fn window_of(slo: &Slo, opts: &ReportOptions, at: i64) -> Result<(i64, i64, Stri
     Ok(match slo.window {
         Window::Rolling(d) => (at - d.secs() as i64, at, format!("rolling {d}")),
         Window::Calendar { unit, start } => {
-            let (s, e) = calendar::period_containing(start, unit, at)
-                .ok_or_else(|| Error::BadInput(format!("{}: no calendar period at {at}", slo.name)))?;
-            (s, e.min(at), format!("calendar {unit:?} to date").to_lowercase())
+            let (s, e) = calendar::period_containing(start, unit, at).ok_or_else(|| {
+                Error::BadInput(format!("{}: no calendar period at {at}", slo.name))
+            })?;
+            (
+                s,
+                e.min(at),
+                format!("calendar {unit:?} to date").to_lowercase(),
+            )
         }
     })
 }
@@ -230,7 +236,11 @@ fn points(slo: &Slo, steps: &[(i64, f64, f64)], total_events: f64) -> Vec<Point>
             Point {
                 time: t,
                 sli: (total > 0.0).then(|| 1.0 - bad / total),
-                budget_remaining: if allowed > 0.0 { 1.0 - cum_bad / allowed } else { 1.0 },
+                budget_remaining: if allowed > 0.0 {
+                    1.0 - cum_bad / allowed
+                } else {
+                    1.0
+                },
             }
         })
         .collect()
@@ -266,7 +276,11 @@ fn from_prometheus(slo: &Slo, prom: &Prometheus, win: (i64, i64, String)) -> Res
     let steps: Vec<(i64, f64, f64)> = totals
         .iter()
         .map(|&(t, tot)| {
-            let b = bads.iter().find(|(bt, _)| *bt == t).map(|x| x.1).unwrap_or(0.0);
+            let b = bads
+                .iter()
+                .find(|(bt, _)| *bt == t)
+                .map(|x| x.1)
+                .unwrap_or(0.0);
             (t, b.max(0.0), tot)
         })
         .collect();
@@ -288,7 +302,10 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
     let win = (
         first.floor() as i64,
         last.ceil() as i64,
-        format!("sampled {}", Duration((last - first).round().max(1.0) as u64)),
+        format!(
+            "sampled {}",
+            Duration((last - first).round().max(1.0) as u64)
+        ),
     );
     // bad and total between consecutive scrapes
     let counts = |pair: &[Scrape]| -> (f64, f64) {
@@ -306,10 +323,12 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
                     }
                 }
             }
-            Indicator::Threshold { query, op, value } => match pair[1].gauge(&query.0, matches!(op, spec::Op::Lt | spec::Op::Lte)) {
-                Some(v) => (f64::from(u8::from(!op.holds(v, *value))), 1.0),
-                None => (0.0, 0.0),
-            },
+            Indicator::Threshold { query, op, value } => {
+                match pair[1].gauge(&query.0, matches!(op, spec::Op::Lt | spec::Op::Lte)) {
+                    Some(v) => (f64::from(u8::from(!op.holds(v, *value))), 1.0),
+                    None => (0.0, 0.0),
+                }
+            }
         }
     };
     let steps: Vec<(i64, f64, f64)> = scrapes
@@ -364,7 +383,9 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
     r.burn_rate_now = r.burn_rates[0].burn_rate;
     r.seconds_to_exhaustion = match r.burn_rate_now {
         _ if r.budget.remaining_ratio <= 0.0 => Some(0.0),
-        Some(b) if b > 0.0 => Some(r.budget.remaining_ratio * slo.window.nominal().secs() as f64 / b),
+        Some(b) if b > 0.0 => {
+            Some(r.budget.remaining_ratio * slo.window.nominal().secs() as f64 / b)
+        }
         _ => None,
     };
     r
@@ -374,7 +395,9 @@ fn from_scrapes(slo: &Slo, scrapes: &[Scrape]) -> SloReport {
 pub fn report(opts: &ReportOptions) -> Result<Report> {
     let slos = spec::load(&opts.spec)?;
     if opts.window.is_some() && opts.calendar.is_some() {
-        return Err(Error::BadInput("give --window or --calendar, not both".into()));
+        return Err(Error::BadInput(
+            "give --window or --calendar, not both".into(),
+        ));
     }
     let generated_at = now();
     let (source, reports) = match &opts.source {

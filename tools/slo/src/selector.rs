@@ -291,7 +291,10 @@ mod tests {
         };
         assert!(s.matches("qg_http_requests_total", &labels("200", "/v1/ns/:ns/query")));
         assert!(!s.matches("qg_http_requests_total", &labels("503", "/v1/ns/:ns/query")));
-        assert!(!s.matches("qg_http_requests_total", &labels("200", "/v1/ns/:ns/query2")));
+        assert!(!s.matches(
+            "qg_http_requests_total",
+            &labels("200", "/v1/ns/:ns/query2")
+        ));
         assert_eq!(
             s.to_string(),
             r#"qg_http_requests_total{route=~"/v1/ns/:ns/(query|export)",status!~"5..",method="GET"}"#

@@ -47,9 +47,11 @@ impl Prometheus {
             .send()
             .map_err(|e| fail(format!("cannot reach Prometheus: {e}")))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .map_err(|e| fail(format!("answered HTTP {status} with a body that is not JSON: {e}")))?;
+        let body: Value = resp.json().map_err(|e| {
+            fail(format!(
+                "answered HTTP {status} with a body that is not JSON: {e}"
+            ))
+        })?;
         if body["status"] != "success" {
             let query = params
                 .iter()

@@ -68,11 +68,7 @@ pub enum Indicator {
     /// Counters of events: bad (or good) out of total.
     Ratio { events: Events, total: Sel },
     /// A gauge compared with a threshold, per time slice.
-    Threshold {
-        query: Gauge,
-        op: Op,
-        value: f64,
-    },
+    Threshold { query: Gauge, op: Op, value: f64 },
 }
 
 /// The numerator of a ratio SLI.
@@ -140,7 +136,10 @@ impl Op {
 pub enum Window {
     Rolling(Duration),
     /// Calendar months or quarters (UTC), the first starting at `start` (Unix seconds).
-    Calendar { unit: CalendarUnit, start: i64 },
+    Calendar {
+        unit: CalendarUnit,
+        start: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,7 +174,10 @@ impl Window {
 pub enum Budgeting {
     Occurrences,
     /// A slice of `window` is good when its SLI is at least `target`.
-    Timeslices { target: f64, window: Duration },
+    Timeslices {
+        target: f64,
+        window: Duration,
+    },
 }
 
 /// Alerting settings from the `qg-slo/*` annotations and the SLO's labels.
@@ -356,11 +358,7 @@ pub fn spec_files(path: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::read(path, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|e| e == "yaml" || e == "yml")
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
     if files.is_empty() {
@@ -440,13 +438,15 @@ impl Loader {
                 return Err(d.err(
                     &["apiVersion"],
                     "apiVersion",
-                    format!(
-                        "`{}` is not supported (only openslo/v1)",
-                        d.raw.api_version
-                    ),
+                    format!("`{}` is not supported (only openslo/v1)", d.raw.api_version),
                 ));
             }
-            check_name(d, &["metadata", "name"], "metadata.name", &d.raw.metadata.name)?;
+            check_name(
+                d,
+                &["metadata", "name"],
+                "metadata.name",
+                &d.raw.metadata.name,
+            )?;
             match d.raw.kind.as_str() {
                 "SLO" => {}
                 "SLI" => {
@@ -472,7 +472,10 @@ impl Loader {
                         threshold_metric: s.threshold_metric.clone(),
                         ratio_metric: s.ratio_metric.clone(),
                     };
-                    if slis.insert(d.raw.metadata.name.clone(), (i, spec)).is_some() {
+                    if slis
+                        .insert(d.raw.metadata.name.clone(), (i, spec))
+                        .is_some()
+                    {
                         return Err(d.err(
                             &["metadata", "name"],
                             "metadata.name",
@@ -590,9 +593,10 @@ impl Doc {
                     .into(),
             ));
         }
-        let service = s.service.clone().ok_or_else(|| {
-            self.err(&["spec"], "spec.service", "is required".into())
-        })?;
+        let service = s
+            .service
+            .clone()
+            .ok_or_else(|| self.err(&["spec"], "spec.service", "is required".into()))?;
         // the SLI: inline or by reference, and where its fields are
         let (sli, sli_doc, sli_path): (RawSliSpec, &Doc, Vec<&'static str>) =
             match (&s.indicator, &s.indicator_ref) {
@@ -658,9 +662,9 @@ impl Doc {
                     &["spec", "objectives"],
                     "spec.objectives",
                     format!(
-                        "{} objectives: exactly one per SLO is supported (write one SLO per objective)",
-                        objectives.len()
-                    ),
+                    "{} objectives: exactly one per SLO is supported (write one SLO per objective)",
+                    objectives.len()
+                ),
                 ))
             }
         };
@@ -782,7 +786,10 @@ impl Doc {
                         "only counters are supported (counter: true): qg-slo takes rates and increases of them".into(),
                     ));
                 }
-                for (f, set) in [("op", objective.op.is_some()), ("value", objective.value.is_some())] {
+                for (f, set) in [
+                    ("op", objective.op.is_some()),
+                    ("value", objective.value.is_some()),
+                ] {
                     if set {
                         return Err(self.err(
                             &obj_at(f),
@@ -1036,7 +1043,11 @@ impl Doc {
             let flag = |v: &str| match v {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(self.err(&at, &field, format!("`{v}`: expected \"true\" or \"false\""))),
+                _ => Err(self.err(
+                    &at,
+                    &field,
+                    format!("`{v}`: expected \"true\" or \"false\""),
+                )),
             };
             match key {
                 "page" => a.page = flag(v)?,
@@ -1044,14 +1055,19 @@ impl Doc {
                 "scale-windows" => a.scale_windows = flag(v)?,
                 "min-events" => {
                     a.min_events = Some(v.parse::<u64>().map_err(|_| {
-                        self.err(&at, &field, format!("`{v}` is not a whole number of events"))
+                        self.err(
+                            &at,
+                            &field,
+                            format!("`{v}` is not a whole number of events"),
+                        )
                     })?)
                 }
                 _ => {
                     return Err(self.err(
                         &at,
                         &field,
-                        "unknown qg-slo annotation (page, ticket, min-events, scale-windows)".into(),
+                        "unknown qg-slo annotation (page, ticket, min-events, scale-windows)"
+                            .into(),
                     ))
                 }
             }
@@ -1120,8 +1136,17 @@ fn locate(text: &str, start: usize, path: &[&str]) -> usize {
                         break; // left the parent's block
                     }
                 }
-                let k = body.split(':').next().unwrap_or("").trim().trim_matches(['"', '\'']);
-                if k == *key && body[k.len()..].trim_start_matches(['"', '\'']).starts_with(':') {
+                let k = body
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\'']);
+                if k == *key
+                    && body[k.len()..]
+                        .trim_start_matches(['"', '\''])
+                        .starts_with(':')
+                {
                     line = i;
                     found = i + 1;
                     indent = Some(ind);

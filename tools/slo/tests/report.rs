@@ -59,7 +59,10 @@ spec:
 }
 
 fn token(data: &Path) -> String {
-    let o = qg(data, &["token", "create", "--user", "load", "--role", "reader"]);
+    let o = qg(
+        data,
+        &["token", "create", "--user", "load", "--role", "reader"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
@@ -138,7 +141,10 @@ fn report_from_prometheus_equals_prometheus_own_ratio_and_a_breach_exits_1() {
             Some(at as f64),
         )
         .unwrap();
-    assert!((sli - expected).abs() < 1e-9, "report {sli} vs Prometheus {expected}");
+    assert!(
+        (sli - expected).abs() < 1e-9,
+        "report {sli} vs Prometheus {expected}"
+    );
     // and the known mix: 10 of 40 bad (increase() extrapolates a little)
     assert!((sli - 0.75).abs() < 0.05, "{sli}");
     let total = slo["events_total"].as_f64().unwrap();
@@ -148,9 +154,14 @@ fn report_from_prometheus_equals_prometheus_own_ratio_and_a_breach_exits_1() {
     let allowed = b["events_total"].as_f64().unwrap();
     assert!((allowed - 0.5 * total).abs() < 1e-9);
     assert!(
-        (b["events_remaining"].as_f64().unwrap() - (allowed - slo["events_bad"].as_f64().unwrap())).abs() < 1e-9
+        (b["events_remaining"].as_f64().unwrap() - (allowed - slo["events_bad"].as_f64().unwrap()))
+            .abs()
+            < 1e-9
     );
-    assert!((b["seconds_total"].as_f64().unwrap() - 300.0).abs() < 1e-9, "{b}");
+    assert!(
+        (b["seconds_total"].as_f64().unwrap() - 300.0).abs() < 1e-9,
+        "{b}"
+    );
     assert_eq!(slo["burn_rates"].as_array().unwrap().len(), 7);
     assert!(report["breached"].as_array().unwrap().is_empty());
 
@@ -180,10 +191,19 @@ fn report_from_prometheus_equals_prometheus_own_ratio_and_a_breach_exits_1() {
     .code(1);
     assert!(r.stderr.contains("SLO breached: strict"), "{}", r.stderr);
     let text = std::fs::read_to_string(&html).unwrap();
-    assert!(text.contains("<svg") && text.contains("breached: strict"), "{text}");
-    assert!(!text.contains("http://") || !text.contains("src=\"http"), "external assets");
+    assert!(
+        text.contains("<svg") && text.contains("breached: strict"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("http://") || !text.contains("src=\"http"),
+        "external assets"
+    );
     for external in ["<script src", "<link ", "url(http", "@import"] {
-        assert!(!text.contains(external), "external asset `{external}` in the HTML");
+        assert!(
+            !text.contains(external),
+            "external asset `{external}` in the HTML"
+        );
     }
     chromium::render_and_check(&html);
 
@@ -217,13 +237,26 @@ fn report_from_prometheus_equals_prometheus_own_ratio_and_a_breach_exits_1() {
         ],
     )
     .ok();
-    assert!(r.stdout.starts_with("# Error-budget report"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("# Error-budget report"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("| lenient | quadgit |"), "{}", r.stdout);
 
     // the store's own SLO set reports on the same Prometheus (no reads failed)
     let r = run_in(
         &repo(),
-        &["report", "--spec", "slo/", "--prometheus", &prom.url(), "--window", "10m", "--json"],
+        &[
+            "report",
+            "--spec",
+            "slo/",
+            "--prometheus",
+            &prom.url(),
+            "--window",
+            "10m",
+            "--json",
+        ],
     );
     let v = r.json();
     let read = v["slos"]
@@ -237,7 +270,13 @@ fn report_from_prometheus_equals_prometheus_own_ratio_and_a_breach_exits_1() {
     // an unreachable Prometheus is an operation failure (1), not a breach
     let r = run_in(
         tmp.path(),
-        &["report", "--spec", lenient.to_str().unwrap(), "--prometheus", "http://127.0.0.1:9"],
+        &[
+            "report",
+            "--spec",
+            lenient.to_str().unwrap(),
+            "--prometheus",
+            "http://127.0.0.1:9",
+        ],
     )
     .code(1);
     assert!(r.stderr.contains("cannot reach Prometheus"), "{}", r.stderr);

@@ -88,7 +88,10 @@ fn every_refusal_names_file_line_and_field() {
     // unknown field, with serde's own line
     refused(
         &mut bad,
-        &GOOD.replace("  budgetingMethod:", "  budgetingMetod: x\n  budgetingMethod:"),
+        &GOOD.replace(
+            "  budgetingMethod:",
+            "  budgetingMetod: x\n  budgetingMethod:",
+        ),
         24,
         "spec",
         "unknown field `budgetingMetod`",
@@ -134,9 +137,10 @@ fn every_refusal_names_file_line_and_field() {
     // a window shorter than the longest alert window (unscaled windows)
     refused(
         &mut bad,
-        &GOOD
-            .replace("duration: 28d", "duration: 2d")
-            .replace("  name: reads\n", "  name: reads\n  annotations:\n    qg-slo/scale-windows: \"false\"\n"),
+        &GOOD.replace("duration: 28d", "duration: 2d").replace(
+            "  name: reads\n",
+            "  name: reads\n  annotations:\n    qg-slo/scale-windows: \"false\"\n",
+        ),
         24,
         "spec.timeWindow[0].duration",
         "the period 2d is shorter than the longest alert window 3d",
@@ -183,10 +187,7 @@ fn every_refusal_names_file_line_and_field() {
     );
     refused(
         &mut bad,
-        &GOOD.replace(
-            "  indicator:\n",
-            "  indicatorRef: nowhere\n  indicator:\n",
-        ),
+        &GOOD.replace("  indicator:\n", "  indicatorRef: nowhere\n  indicator:\n"),
         7,
         "spec.indicatorRef",
         "not both",
@@ -203,7 +204,10 @@ fn every_refusal_names_file_line_and_field() {
     );
     refused(
         &mut bad,
-        &GOOD.replace("  name: reads\n", "  name: reads\n  annotations:\n    qg-slo/paging: \"true\"\n"),
+        &GOOD.replace(
+            "  name: reads\n",
+            "  name: reads\n  annotations:\n    qg-slo/paging: \"true\"\n",
+        ),
         6,
         "metadata.annotations.qg-slo/paging",
         "unknown qg-slo annotation",
@@ -221,7 +225,13 @@ fn the_committed_rules_are_what_generate_writes() {
     let spec = repo().join("slo");
     run_in(
         &repo(),
-        &["generate", "--spec", spec.to_str().unwrap(), "--output", out.to_str().unwrap()],
+        &[
+            "generate",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
     )
     .ok();
     let fresh = std::fs::read(&out).unwrap();
@@ -238,7 +248,11 @@ fn the_committed_rules_are_what_generate_writes() {
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let dir = repo().join("dashboards/prometheus");
-    let r = tool("promtool", &["check", "rules", "slo.rules.yaml", "alerts.yaml"], &dir);
+    let r = tool(
+        "promtool",
+        &["check", "rules", "slo.rules.yaml", "alerts.yaml"],
+        &dir,
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let mut tests: Vec<String> = std::fs::read_dir(dir.join("tests"))
         .unwrap()

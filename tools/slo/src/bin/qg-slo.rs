@@ -41,7 +41,12 @@ enum Command {
         #[arg(long, default_value = "slo/", value_name = "PATH")]
         spec: PathBuf,
         /// A folder (writes slo.rules.yaml in it), a .yaml file, or `-` for stdout.
-        #[arg(long, short, default_value = "dashboards/prometheus/", value_name = "PATH")]
+        #[arg(
+            long,
+            short,
+            default_value = "dashboards/prometheus/",
+            value_name = "PATH"
+        )]
         output: PathBuf,
     },
     /// Report SLIs, error budgets and burn rates; exit 1 when an SLO is breached.
@@ -49,7 +54,12 @@ enum Command {
         #[arg(long, default_value = "slo/", value_name = "PATH")]
         spec: PathBuf,
         /// Prometheus base URL (HTTP API).
-        #[arg(long, value_name = "URL", required_unless_present = "metrics_url", conflicts_with = "metrics_url")]
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "metrics_url",
+            conflicts_with = "metrics_url"
+        )]
         prometheus: Option<String>,
         /// Sample a server's /metrics instead of asking a Prometheus.
         #[arg(long, value_name = "URL", requires = "duration")]
@@ -163,7 +173,10 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<i32, Error> {
             } else {
                 println!(
                     "wrote {}: {} SLOs, {} recording rules, {} alerts",
-                    r.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    r.path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     r.slos,
                     r.recording_rules,
                     r.alerting_rules
@@ -190,8 +203,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<i32, Error> {
                     Source::Metrics {
                         url,
                         duration,
-                        interval: interval
-                            .unwrap_or(Duration((duration.secs() / 10).max(1))),
+                        interval: interval.unwrap_or(Duration((duration.secs() / 10).max(1))),
                     }
                 }
                 (None, None) => unreachable!("clap requires one source"),

@@ -15,13 +15,20 @@ pub fn repo() -> PathBuf {
 
 pub fn qg_slo() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qg-slo"));
-    c.env_remove("QG_DATA").env_remove("QG_CONFIG").stdin(Stdio::null());
+    c.env_remove("QG_DATA")
+        .env_remove("QG_CONFIG")
+        .stdin(Stdio::null());
     c
 }
 
 /// Run qg-slo with `args` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
-    qg_slo().current_dir(dir).args(args).output().unwrap().into()
+    qg_slo()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
 }
 
 /// Run a program that must be installed (promtool, prometheus, chromium).
@@ -37,9 +44,9 @@ pub fn tool(program: &str, args: &[&str], dir: &Path) -> Run {
         .into()
 }
 
+#[path = "../../../../tests/support/chromium.rs"]
+pub mod chromium;
 #[path = "../../../../tests/support/prometheus.rs"]
 pub mod prometheus;
 #[path = "../../../../tests/support/serve.rs"]
 pub mod serve;
-#[path = "../../../../tests/support/chromium.rs"]
-pub mod chromium;
