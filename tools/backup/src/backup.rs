@@ -13,17 +13,17 @@ use qg_store::progress::Progress;
 use qg_store::snapshot::{NamespaceRow, Snapshot};
 use qg_store::{clock, ObjectId, Store};
 use serde::Serialize;
-use sha2::Digest;
 
 use crate::catalog::{manifest_name, stream_name};
 use crate::delta::{self, NewObject, NsPlan};
 use crate::error::{Error, Result};
 use crate::format::{
-    BackupKind, Counts, Header, HookFile, IndexEntry, Manifest, Position, Record, RecordType,
-    StreamWriter, INDEX_RECORD_BYTES, VERSION,
+    BackupKind, Header, HookFile, IndexEntry, Record, RecordType, StreamWriter, INDEX_RECORD_BYTES,
+    VERSION,
 };
 use crate::index::{ChainSet, EntryReader, MemberIndex, SortedSpool, Spool};
 use crate::keys::{EncryptionInfo, Master};
+use crate::manifest::{Counts, Manifest, Position};
 use crate::target::{Target, Upload};
 
 /// Hook files larger than this are refused (hooks are scripts).
@@ -178,17 +178,7 @@ fn write_backup(
         encryption,
     } = plan;
     let hook_files = hooks(store.hooks().dir())?;
-    let hooks_sha256 = {
-        let mut h = sha2::Sha256::new();
-        for f in &hook_files {
-            h.update((f.name.len() as u64).to_le_bytes());
-            h.update(f.name.as_bytes());
-            h.update(f.mode.to_le_bytes());
-            h.update((f.data.len() as u64).to_le_bytes());
-            h.update(&f.data);
-        }
-        hex::encode(h.finalize())
-    };
+    let hooks_sha256 = crate::format::hooks_digest(&hook_files);
     // incrementals repeat the hooks only when they changed
     let hooks_unchanged = parent
         .as_ref()

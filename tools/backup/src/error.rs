@@ -32,6 +32,16 @@ pub enum Error {
     /// A backup is damaged: checksum, authentication or structure.
     #[error("backup {backup} is damaged: {reason}")]
     Damaged { backup: String, reason: String },
+    /// A restore without `--id` found the newest backup damaged (its
+    /// manifest, its chain or a stream) and restored nothing rather than an
+    /// older point; `intact` is the newest older backup that looks whole (id,
+    /// time), to restore on purpose.
+    #[error("backup {backup} is damaged: {reason}. Nothing was restored: without --id, restore takes only the newest backup. {}", intact_hint(.intact))]
+    NewestDamaged {
+        backup: String,
+        reason: String,
+        intact: Option<(String, String)>,
+    },
     /// A backup chain is incomplete or inconsistent.
     #[error("backup chain is broken: {0}")]
     Chain(String),
@@ -41,6 +51,15 @@ pub enum Error {
     /// Bad usage or input: missing/wrong key, unknown backup, non-empty destination, bad target.
     #[error("{0}")]
     Usage(String),
+}
+
+fn intact_hint(intact: &Option<(String, String)>) -> String {
+    match intact {
+        Some((id, created)) => format!(
+            "To restore the newest intact point instead (taken {created}), check it with `qg-backup verify --read-data --id {id}` and restore it with `--id {id}`"
+        ),
+        None => "No older backup has a complete chain either".to_string(),
+    }
 }
 
 impl Error {

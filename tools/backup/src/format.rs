@@ -15,6 +15,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::error::{Error, Result};
 use crate::keys::{EncryptionInfo, FrameCipher, TAG_LEN};
+use crate::manifest::{self, Manifest, Position};
 
 /// First 8 bytes of every stream.
 pub const MAGIC: &[u8; 8] = b"QGBACKUP";
@@ -168,6 +169,7 @@ impl BackupKind {
 
 /// The plaintext header record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Header {
     pub format: u16,
     pub id: String,
@@ -182,128 +184,6 @@ pub struct Header {
     pub hooks_unchanged: bool,
     /// `qg-backup <version>`.
     pub tool: String,
-}
-
-/// Where a record starts: byte offset and record index.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Position {
-    pub offset: u64,
-    pub record: u64,
-}
-
-/// What a backup holds.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Counts {
-    pub namespaces: u64,
-    pub refs: u64,
-    pub reflog: u64,
-    pub audit: u64,
-    pub hooks: u64,
-    pub objects: u64,
-    /// Stored bytes of the objects (as framed in the store).
-    pub object_bytes: u64,
-    /// Objects of the parent chain that the store no longer has.
-    pub deleted: u64,
-    /// Rows of the store's other tables (API tokens, protected branches, ...).
-    pub rows: u64,
-    /// Delta records (format 2).
-    pub deltas: u64,
-    /// New tree nodes the delta records rebuild instead of carrying them.
-    pub delta_nodes: u64,
-    /// Stored bytes of those nodes (what the deltas replace).
-    pub delta_node_bytes: u64,
-    /// Reset records (format 2).
-    pub resets: u64,
-    /// Records before the trailer.
-    pub records: u64,
-}
-
-impl Counts {
-    /// The record tallies a reader saw, in the order the check reports them.
-    pub fn tallies(&self) -> [u64; 10] {
-        [
-            self.namespaces,
-            self.refs,
-            self.reflog,
-            self.audit,
-            self.hooks,
-            self.rows,
-            self.objects,
-            self.deleted,
-            self.deltas,
-            self.resets,
-        ]
-    }
-
-    /// Fail, naming `backup`, when a stream's trailer (`self`) disagrees with
-    /// the records read before it (`seen`).
-    pub fn check_seen(&self, seen: [u64; 10], backup: &str) -> Result<()> {
-        let said = self.tallies();
-        if seen != said {
-            return Err(Error::damaged(
-                backup,
-                format!("its trailer counts (namespaces, refs, reflog, audit, hooks, table rows, objects, deletions, deltas, resets) {said:?} but the stream holds {seen:?}"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A backup's manifest. The trailer record carries it with `stream`,
-/// `bytes`, `sha256` and `mac` unset; the manifest file beside the stream
-/// has them all (and `mac` when encrypted).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Manifest {
-    pub format: u16,
-    pub id: String,
-    pub parent: Option<String>,
-    pub kind: BackupKind,
-    pub created: String,
-    pub finished: String,
-    pub store_id: String,
-    pub counts: Counts,
-    /// Newest audit entry included: seq and hash (hex).
-    pub audit_seq: i64,
-    pub audit_head: Option<String>,
-    /// Newest reflog entry included.
-    pub reflog_seq: i64,
-    pub encryption: Option<EncryptionInfo>,
-    /// Where the index section starts.
-    pub index: Position,
-    /// Where the trailer record starts.
-    pub trailer: Position,
-    /// SHA-256 of the stream's bytes before the trailer record.
-    pub prefix_sha256: String,
-    /// SHA-256 over the store's hook files (names, modes, contents) at the backup.
-    #[serde(default)]
-    pub hooks_sha256: String,
-    pub tool: String,
-    /// Name of the stream in its target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<String>,
-    /// Length of the whole stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// SHA-256 of the whole stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// HMAC-SHA-256 of the manifest without `mac` (encrypted backups).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-}
-
-impl Manifest {
-    /// The bytes the MAC covers: the manifest as compact JSON without `mac`.
-    pub fn mac_input(&self) -> Vec<u8> {
-        let mut m = self.clone();
-        m.mac = None;
-        serde_json::to_vec(&m).expect("a manifest serializes")
-    }
-
-    pub fn is_encrypted(&self) -> bool {
-        self.encryption.is_some()
-    }
 }
 
 /// A namespace row in the stream (crypto record as hex).
@@ -392,6 +272,43 @@ pub struct HookFile {
     pub name: String,
     pub mode: u32,
     pub data: Vec<u8>,
+}
+
+/// SHA-256 over hook files in name order, as the manifest's `hooks_sha256`
+/// (u64 name length, name, u32 mode, u64 length, contents, per file).
+#[derive(Clone, Default)]
+pub struct HooksDigest {
+    sha: Sha256,
+    last: Option<String>,
+}
+
+impl HooksDigest {
+    /// Add the next file; names must come in strictly increasing order.
+    pub fn add(&mut self, f: &HookFile) -> std::result::Result<(), String> {
+        if self.last.as_deref().is_some_and(|l| l >= f.name.as_str()) {
+            return Err(format!("hook `{}` is out of name order", f.name));
+        }
+        self.sha.update((f.name.len() as u64).to_le_bytes());
+        self.sha.update(f.name.as_bytes());
+        self.sha.update(f.mode.to_le_bytes());
+        self.sha.update((f.data.len() as u64).to_le_bytes());
+        self.sha.update(&f.data);
+        self.last = Some(f.name.clone());
+        Ok(())
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.sha.clone().finalize())
+    }
+}
+
+/// The `hooks_sha256` of hook files sorted by name.
+pub fn hooks_digest(files: &[HookFile]) -> String {
+    let mut d = HooksDigest::default();
+    for f in files {
+        d.add(f).expect("hook files are sorted by name");
+    }
+    d.hex()
 }
 
 /// What an index entry says.
@@ -856,7 +773,10 @@ impl Record {
                 }
                 Record::Index(entries)
             }
-            RecordType::Trailer => Record::Trailer(Box::new(parse(&body)?)),
+            RecordType::Trailer => Record::Trailer(Box::new(
+                Manifest::parse(&body, manifest::Source::Trailer)
+                    .map_err(|e| format!("bad trailer: {e}"))?,
+            )),
             RecordType::Delta => Record::Delta(Box::new(crate::delta::Delta::decode(&body)?)),
             RecordType::Reset => {
                 let mut b = &body[..];
@@ -1237,6 +1157,8 @@ pub struct StreamReader<R: Read> {
     header: Option<Header>,
     trailer: Option<Manifest>,
     prefix_sha: Option<String>,
+    /// Digest of the hook records read so far, for the trailer's `hooks_sha256`.
+    hooks: HooksDigest,
     /// The stream's format version.
     version: u16,
 }
@@ -1292,6 +1214,7 @@ impl<R: Read> StreamReader<R> {
             header: None,
             trailer: None,
             prefix_sha: None,
+            hooks: HooksDigest::default(),
             version,
         };
         let (t, body) = r.frame()?;
@@ -1332,6 +1255,7 @@ impl<R: Read> StreamReader<R> {
             header: None,
             trailer: None,
             prefix_sha: None,
+            hooks: HooksDigest::default(),
             version: VERSION,
         }
     }
@@ -1496,6 +1420,17 @@ impl<R: Read> StreamReader<R> {
                 ),
             )
         })?;
+        if let Record::Hook(h) = &rec {
+            self.hooks.add(h).map_err(|reason| {
+                Error::damaged(
+                    &self.name,
+                    format!(
+                        "record #{} (hook) at byte {}: {reason}",
+                        at.record, at.offset
+                    ),
+                )
+            })?;
+        }
         if let Record::Trailer(m) = &rec {
             if m.trailer != at {
                 return Err(Error::damaged(
@@ -1507,14 +1442,28 @@ impl<R: Read> StreamReader<R> {
                 ));
             }
             if let (Some(h), Some(p)) = (&self.header, &self.prefix_sha) {
-                if m.id != h.id
-                    || m.parent != h.parent
-                    || m.kind != h.kind
-                    || m.store_id != h.store_id
-                {
+                let differ = [
+                    ("format", m.format != h.format),
+                    ("id", m.id != h.id),
+                    ("parent", m.parent != h.parent),
+                    ("kind", m.kind != h.kind),
+                    ("created", m.created != h.created),
+                    ("store_id", m.store_id != h.store_id),
+                    ("encryption", m.encryption != h.encryption),
+                    ("tool", m.tool != h.tool),
+                ];
+                if let Some((field, _)) = differ.iter().find(|(_, d)| *d) {
                     return Err(Error::damaged(
                         &self.name,
-                        "the trailer does not match the header",
+                        format!("the trailer's `{field}` does not match the header's"),
+                    ));
+                }
+                m.check_times()
+                    .map_err(|e| Error::damaged(&self.name, format!("its trailer's {e}")))?;
+                if !h.hooks_unchanged && m.hooks_sha256 != self.hooks.hex() {
+                    return Err(Error::damaged(
+                        &self.name,
+                        "the trailer's `hooks_sha256` is not the digest of the stream's hook records",
                     ));
                 }
                 if &m.prefix_sha256 != p {
@@ -1591,6 +1540,10 @@ fn section_name(rank: u8) -> &'static str {
 mod tests {
     use super::*;
     use crate::keys::{Master, Secret};
+    use crate::manifest::Counts;
+
+    /// A backup id whose time is the test header's `created`.
+    const B1: &str = "20260101T000000.000Z-00000001";
 
     #[test]
     fn trailer_counts_must_match_the_records_read() {
@@ -1641,7 +1594,7 @@ mod tests {
             index: Position::default(),
             trailer: Position::default(),
             prefix_sha256: String::new(),
-            hooks_sha256: String::new(),
+            hooks_sha256: hooks_digest(&[]),
             tool: "t".into(),
             stream: None,
             bytes: None,
@@ -1652,8 +1605,8 @@ mod tests {
 
     fn sample(cipher: Option<(EncryptionInfo, Master)>) -> Vec<u8> {
         let enc = cipher.as_ref().map(|(i, _)| i.clone());
-        let h = header("b1", enc);
-        let c = cipher.as_ref().map(|(i, m)| m.frames(i, "b1"));
+        let h = header(B1, enc);
+        let c = cipher.as_ref().map(|(i, m)| m.frames(i, B1));
         let mut w = StreamWriter::start(Vec::new(), &h, c).unwrap();
         w.record(&Record::Meta("k".into(), "v".into())).unwrap();
         w.object("default", &ObjectId([3; 32]), 1, b"payload")
@@ -1697,7 +1650,7 @@ mod tests {
             Master::open(
                 &Secret::Key(zeroize::Zeroizing::new([9; 32])),
                 &sealed_info(&sealed),
-                "b1",
+                B1,
             )
             .unwrap(),
         );

@@ -22,8 +22,9 @@ use qg_store::{tree, ObjectId};
 
 use crate::catalog::stream_name;
 use crate::error::{Error, Result};
-use crate::format::{IndexEntry, IndexOp, Manifest, Record, StreamReader};
+use crate::format::{IndexEntry, IndexOp, Record, StreamReader};
 use crate::keys::Keyring;
+use crate::manifest::Manifest;
 use crate::target::Target;
 
 /// Index entries written to a temporary file, then read back in order.

@@ -142,6 +142,7 @@ impl KeyOptions {
 
 /// Argon2id parameters recorded with a passphrase-encrypted backup.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Argon2Params {
     pub m_kib: u32,
     pub t: u32,
@@ -150,6 +151,7 @@ pub struct Argon2Params {
 
 /// How a backup is encrypted; stored in its header and manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct EncryptionInfo {
     /// Always `aes-256-gcm`.
     pub cipher: String,

@@ -48,6 +48,7 @@ pub mod incremental;
 pub mod index;
 pub mod keys;
 pub mod list;
+pub mod manifest;
 pub mod prune;
 pub mod restore;
 pub mod target;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
+use crate::catalog::{stream_problem, Catalog, DamagedManifest};
 use crate::error::{Error, Result};
 use crate::format::BackupKind;
 use crate::target::{S3Options, Target};
@@ -29,9 +29,10 @@ pub struct ListEntry {
     pub deltas: u64,
     pub delta_nodes: u64,
     pub encrypted: bool,
-    /// Whether its whole chain is in the catalog.
+    /// Whether its whole chain is in the catalog, each stream there with the
+    /// length its manifest records (`verify --read-data` reads them).
     pub restorable: bool,
-    /// Why not, when it is not.
+    /// Why not, when it is not: its own stream, or its chain.
     pub problem: Option<String>,
 }
 
@@ -42,8 +43,10 @@ pub struct ListResult {
     pub backups: Vec<ListEntry>,
     /// Streams without a manifest (interrupted or running backups).
     pub incomplete: Vec<String>,
-    /// Manifests that could not be read, with why.
-    pub unreadable: Vec<(String, String)>,
+    /// Manifests that could not be read or do not hold together, oldest first:
+    /// these backups cannot be restored, and restore without `--id` refuses
+    /// to pass over a damaged newest one.
+    pub damaged: Vec<DamagedManifest>,
 }
 
 pub fn list(opts: &ListOptions) -> Result<ListResult> {
@@ -58,7 +61,12 @@ pub fn list(opts: &ListOptions) -> Result<ListResult> {
         .backups
         .values()
         .map(|m| {
-            let chain = catalog.chain(&m.id);
+            let own = stream_problem(&target, m).unwrap_or_else(|e| Some(e.to_string()));
+            let chain = match (own, catalog.chain(&m.id)) {
+                (Some(p), _) => Err(p),
+                (None, Ok(_)) => Ok(()),
+                (None, Err(e)) => Err(e.to_string()),
+            };
             ListEntry {
                 id: m.id.clone(),
                 kind: m.kind,
@@ -72,15 +80,35 @@ pub fn list(opts: &ListOptions) -> Result<ListResult> {
                 delta_nodes: m.counts.delta_nodes,
                 encrypted: m.is_encrypted(),
                 restorable: chain.is_ok(),
-                problem: chain.err().map(|e| e.to_string()),
+                problem: chain.err(),
             }
         })
         .collect();
     backups.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+    // a member's stream problem breaks every backup whose chain holds it
+    let broken: Vec<(String, String)> = backups
+        .iter()
+        .filter_map(|b| Some((b.id.clone(), b.problem.clone()?)))
+        .filter(|(id, _)| catalog.chain(id).is_ok())
+        .collect();
+    for b in backups.iter_mut().filter(|b| b.restorable) {
+        let chain = catalog
+            .chain(&b.id)
+            .expect("restorable: its chain resolves");
+        if let Some((id, why)) = broken
+            .iter()
+            .find(|(id, _)| chain.iter().any(|m| &m.id == id))
+        {
+            b.restorable = false;
+            b.problem = Some(format!("backup {id} of its chain: {why}"));
+        }
+    }
+    let mut damaged = catalog.damaged;
+    damaged.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(ListResult {
         target: target.display(),
         backups,
         incomplete: catalog.incomplete,
-        unreadable: catalog.unreadable,
+        damaged,
     })
 }

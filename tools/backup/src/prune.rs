@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{manifest_name, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
 use crate::error::{Error, Result};
-use crate::format::{BackupKind, Manifest};
+use crate::format::BackupKind;
+use crate::manifest::Manifest;
 use crate::target::{S3Options, Target};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -209,7 +210,7 @@ fn run(opts: &PruneOptions) -> Result<PruneResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Counts, Position};
+    use crate::manifest::{Counts, Position};
 
     fn m(id: &str, created: &str, kind: BackupKind, parent: Option<&str>) -> Manifest {
         Manifest {

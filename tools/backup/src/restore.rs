@@ -21,14 +21,14 @@ use qg_store::snapshot::{NamespaceRow, RestoreWriter, Snapshot};
 use qg_store::{clock, ObjectId, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{authenticate, stream_name, Catalog};
+use crate::catalog::{authenticate, Catalog};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::format::{
-    BackupKind, Header, HookFile, IndexDigest, IndexEntry, Manifest, Record, RecordType,
-    StreamReader,
+    BackupKind, Header, HookFile, IndexDigest, IndexEntry, Record, RecordType, StreamReader,
 };
 use crate::keys::{KeyOptions, Keyring};
+use crate::manifest::Manifest;
 use crate::target::{S3Options, Target};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -254,7 +254,10 @@ fn record_test(
 enum Source {
     Catalog {
         target: Target,
+        catalog: Box<Catalog>,
         chain: Vec<Manifest>,
+        /// The restore chose the newest backup itself (no `--id`).
+        guessed: bool,
     },
     Stdin,
 }
@@ -276,6 +279,7 @@ fn restore_into(
     let keys = Keyring::from_options(&opts.keys)?;
     let target = Target::parse(&opts.from, &opts.s3)?;
     let at = opts.at.as_deref().map(resolve_at).transpose()?;
+    let mut warnings = Vec::new();
     let source = if target.is_stdio() {
         Source::Stdin
     } else {
@@ -283,6 +287,8 @@ fn restore_into(
         let chosen = match (&opts.id, &at) {
             (Some(id), _) => catalog.get(id)?.id.clone(),
             (None, at) => {
+                // a damaged newest backup first: a changed store_id is damage too
+                let newest = catalog.newest(&target, at.as_deref())?.id.clone();
                 let stores = catalog.stores();
                 if stores.len() > 1 {
                     return Err(Error::usage(format!(
@@ -292,19 +298,25 @@ fn restore_into(
                         stores.join(", ")
                     )));
                 }
-                catalog
-                    .latest(None, at.as_deref())
-                    .ok_or_else(|| match at {
-                        Some(t) => Error::usage(format!(
-                            "{} holds no backup taken at or before {t}",
-                            target.display()
-                        )),
-                        None => Error::usage(format!("{} holds no backups", target.display())),
-                    })?
-                    .id
-                    .clone()
+                newest
             }
         };
+        if opts.id.is_none() {
+            for name in &catalog.incomplete {
+                let id = name
+                    .strip_suffix(crate::target::STREAM_SUFFIX)
+                    .unwrap_or(name);
+                if id > chosen.as_str()
+                    && at
+                        .as_deref()
+                        .map_or(true, |t| crate::catalog::id_time(id).as_str() <= t)
+                {
+                    warnings.push(format!(
+                        "{name} is newer than the restored backup {chosen} but has no manifest (an interrupted or running backup): it was not restored"
+                    ));
+                }
+            }
+        }
         let chain: Vec<Manifest> = catalog.chain(&chosen)?.into_iter().cloned().collect();
         for m in &chain {
             if !authenticate(m, &keys)? {
@@ -316,7 +328,12 @@ fn restore_into(
                 )));
             }
         }
-        Source::Catalog { target, chain }
+        Source::Catalog {
+            target,
+            catalog: Box::new(catalog),
+            chain,
+            guessed: opts.id.is_none(),
+        }
     };
 
     let mut a = Applier::new(
@@ -325,21 +342,37 @@ fn restore_into(
         opts.memory_nodes.unwrap_or(check::MEMORY_NODES),
     );
     match &source {
-        Source::Catalog { target, chain } => {
+        Source::Catalog {
+            target,
+            catalog,
+            chain,
+            guessed,
+        } => {
+            let mut parent: Option<&Manifest> = None;
             for m in chain {
                 progress.start(&format!("restore {}", short(&m.id)), Some(m.counts.objects));
-                let inp = target.open_read(&stream_name(&m.id), 0)?;
-                let (reader, header) = StreamReader::open(inp, &m.id)?
-                    .ok_or_else(|| Error::damaged(&m.id, "its stream is empty"))?;
-                if header.id != m.id {
-                    return Err(Error::damaged(
-                        &m.id,
-                        format!("its stream holds backup {} instead", header.id),
-                    ));
-                }
-                let end = a.apply(reader, &header, &keys, progress)?;
-                check_against_manifest(m, &end)?;
+                let applied =
+                    crate::catalog::open_stream(target, m).and_then(|(reader, header)| {
+                        let end = a.apply(reader, &header, &keys, progress)?;
+                        check_against_manifest(m, &end)?;
+                        check_hooks_unchanged(m, &header, parent)
+                    });
                 progress.finish();
+                match applied {
+                    // the newest point is damaged: restore nothing rather than an older one
+                    Err(Error::Damaged { backup, reason }) if *guessed => {
+                        let wanted = &chain.last().expect("a chain is never empty").id;
+                        return Err(catalog.newest_damaged(
+                            target,
+                            wanted,
+                            &backup,
+                            reason,
+                            at.as_deref(),
+                        ));
+                    }
+                    other => other?,
+                }
+                parent = Some(m);
             }
         }
         Source::Stdin => {
@@ -381,7 +414,34 @@ fn restore_into(
             }
         }
     }
-    a.finish(opts, keyring, progress, started)
+    let mut result = a.finish(opts, keyring, progress, started)?;
+    result.warnings.extend(warnings);
+    Ok(result)
+}
+
+/// An incremental that carries no hooks (`hooks_unchanged`) has its parent's:
+/// its manifest's `hooks_sha256` must be the parent's.
+pub(crate) fn check_hooks_unchanged(
+    m: &Manifest,
+    header: &Header,
+    parent: Option<&Manifest>,
+) -> Result<()> {
+    match parent {
+        Some(p) if header.hooks_unchanged && p.hooks_sha256 != m.hooks_sha256 => {
+            Err(Error::damaged(
+                &m.id,
+                format!(
+                    "its manifest's `hooks_sha256` says the hooks changed but its stream says they are those of {}",
+                    p.id
+                ),
+            ))
+        }
+        None if header.hooks_unchanged && m.parent.is_none() => Err(Error::damaged(
+            &m.id,
+            "its stream says its hooks are its parent's, but it has no parent",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -404,21 +464,17 @@ pub(crate) fn check_against_manifest(m: &Manifest, end: &crate::format::StreamEn
     if m.sha256.as_deref() != Some(end.sha256.as_str()) {
         return Err(Error::damaged(
             &m.id,
-            "the SHA-256 of its stream does not match its manifest",
+            "the SHA-256 of its stream does not match its manifest's `sha256`",
         ));
     }
-    let t = &end.trailer;
-    if t.counts != m.counts
-        || t.index != m.index
-        || t.trailer != m.trailer
-        || t.prefix_sha256 != m.prefix_sha256
-        || t.audit_seq != m.audit_seq
-        || t.audit_head != m.audit_head
-        || t.created != m.created
-    {
+    let differ = m.differences(&end.trailer);
+    if !differ.is_empty() {
         return Err(Error::damaged(
             &m.id,
-            "its manifest does not match the trailer inside its stream",
+            format!(
+                "its manifest does not match the trailer inside its stream: {}",
+                differ.join(", ")
+            ),
         ));
     }
     Ok(())

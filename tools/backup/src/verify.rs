@@ -10,12 +10,11 @@ use qg_store::audit::Outcome;
 use qg_store::progress::Progress;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{authenticate, stream_name, Catalog, INCOMPLETE_GRACE_SECS};
+use crate::catalog::{authenticate, Catalog, INCOMPLETE_GRACE_SECS};
 use crate::error::{Error, Result};
-use crate::format::{
-    BackupKind, Header, IndexDigest, IndexEntry, Manifest, Record, StreamEnd, StreamReader,
-};
+use crate::format::{BackupKind, Header, IndexDigest, IndexEntry, Record, StreamEnd, StreamReader};
 use crate::keys::{KeyOptions, Keyring};
+use crate::manifest::Manifest;
 use crate::restore::verify_object;
 use crate::target::{S3Options, Target};
 
@@ -239,8 +238,8 @@ fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     }
     let catalog = Catalog::load(&target)?;
     report.backups = catalog.backups.len() as u64;
-    for (name, why) in &catalog.unreadable {
-        report.problem(None, format!("manifest {name} is unreadable: {why}"));
+    for d in &catalog.damaged {
+        report.problem(Some(&d.id), d.problem.clone());
     }
     for name in &catalog.incomplete {
         match target.age_secs(name) {
@@ -271,23 +270,9 @@ fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
         }
     }
     for m in &selected {
-        let stream = stream_name(&m.id);
-        match target.size(&stream)? {
-            None => {
-                report.problem(Some(&m.id), format!("its stream {stream} is missing"));
-                continue;
-            }
-            Some(size) if Some(size) != m.bytes => {
-                report.problem(
-                    Some(&m.id),
-                    format!(
-                        "its stream is {size} bytes but its manifest says {}",
-                        m.bytes.unwrap_or(0)
-                    ),
-                );
-                continue;
-            }
-            Some(_) => {}
+        if let Some(why) = crate::catalog::stream_problem(&target, m)? {
+            report.problem(Some(&m.id), why);
+            continue;
         }
         match authenticate(m, &keys) {
             Ok(true) => {}
@@ -315,17 +300,11 @@ fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
             continue;
         }
         progress.start(&format!("verify {}", m.id), Some(m.counts.objects));
-        let checked = target.open_read(&stream, 0).and_then(|inp| {
-            let (reader, header) = StreamReader::open(inp, &m.id)?
-                .ok_or_else(|| Error::damaged(&m.id, "its stream is empty"))?;
-            if header.id != m.id {
-                return Err(Error::damaged(
-                    &m.id,
-                    format!("its stream holds backup {}", header.id),
-                ));
-            }
+        let checked = crate::catalog::open_stream(&target, m).and_then(|(reader, header)| {
             let (c, _) = check_stream(reader, &header, &keys, progress)?;
             crate::restore::check_against_manifest(m, &c.end)?;
+            let parent = m.parent.as_ref().and_then(|p| catalog.backups.get(p));
+            crate::restore::check_hooks_unchanged(m, &header, parent)?;
             Ok(c)
         });
         progress.finish();

@@ -879,3 +879,133 @@ fn runbook_shows_the_shipped_systemd_units_verbatim() {
     let readme = std::fs::read_to_string(runbooks.join("README.md")).unwrap();
     assert!(readme.contains("](backup-restore.md)"));
 }
+
+#[test]
+fn a_damaged_newest_backup_is_refused_listed_and_restorable_on_purpose() {
+    let fx = populated();
+    let target = fx.target("bk");
+    let full = backup(&fx, "full", &target, &[], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at_full = state(&fx.store);
+    fx.commit("default", None, &quads("new", 300), "");
+    fx.branch("default", "late");
+    let newest = backup(&fx, "incremental", &target, &[], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = fx.path("bk").join(format!("{newest}.manifest.json"));
+    let good = std::fs::read(&manifest).unwrap();
+    // a zeroed block in the newest manifest
+    let mut bad = good.clone();
+    bad[100..164].fill(0);
+    std::fs::write(&manifest, &bad).unwrap();
+
+    // restore without --id refuses, names the damage and the exact --id to pass
+    restore_fails(&target, &fx.path("r1"), 1, &newest, &[]);
+    let r = run(
+        &[
+            "restore",
+            "--from",
+            &target,
+            "--to",
+            fx.target("r1").as_str(),
+        ],
+        &[],
+    )
+    .code(1);
+    assert!(
+        r.stderr.contains("unreadable") && r.stderr.contains(&format!("--id {full}")),
+        "{}",
+        r.stderr
+    );
+    // list shows it as damaged, in its place; verify fails on it
+    let l = run(&["list", "--from", &target], &[]).ok();
+    let row = l
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&newest))
+        .unwrap_or_else(|| panic!("{newest} not listed:\n{}", l.stdout));
+    assert!(row.contains("DAMAGED"), "{row}");
+    let j = run(&["list", "--from", &target, "--json"], &[]).ok().json();
+    assert_eq!(j["damaged"][0]["id"], newest.as_str());
+    let v = run(&["verify", "--from", &target, "--read-data"], &[]).code(1);
+    assert!(
+        v.stdout.contains(&format!("DAMAGED backup {newest}")),
+        "{}",
+        v.stdout
+    );
+    // --at later than the damaged backup refuses too; --id restores the older point on purpose
+    let r = run(
+        &[
+            "restore",
+            "--from",
+            &target,
+            "--to",
+            fx.target("r2").as_str(),
+            "--at",
+            "2099-01-01",
+        ],
+        &[],
+    )
+    .code(1);
+    assert!(r.stderr.contains(&newest), "{}", r.stderr);
+    run(
+        &[
+            "restore",
+            "--from",
+            &target,
+            "--to",
+            fx.target("r3").as_str(),
+            "--id",
+            &full,
+        ],
+        &[],
+    )
+    .ok();
+    assert_same(
+        &at_full,
+        &state(&open(&fx.path("r3"))),
+        "restore --id of the older point",
+    );
+
+    // a truncated newest stream (manifest intact) is refused the same way
+    std::fs::write(&manifest, &good).unwrap();
+    let stream = fx.path("bk").join(format!("{newest}.qgb"));
+    let bytes = std::fs::read(&stream).unwrap();
+    std::fs::write(&stream, &bytes[..bytes.len() / 2]).unwrap();
+    restore_fails(&target, &fx.path("r4"), 1, "truncated", &[]);
+    let l = run(&["list", "--from", &target], &[]).ok();
+    assert!(
+        l.stdout
+            .lines()
+            .any(|l| l.starts_with(&newest) && l.contains("BROKEN") && l.contains("truncated")),
+        "{}",
+        l.stdout
+    );
+    // a flipped byte inside the stream: restore reads it, finds it and still refuses
+    let mut flipped = bytes.clone();
+    let at = bytes.len() / 2;
+    flipped[at] ^= 0x10;
+    std::fs::write(&stream, &flipped).unwrap();
+    restore_fails(&target, &fx.path("r5"), 1, &format!("--id {full}"), &[]);
+    // repaired, the newest point restores again
+    std::fs::write(&stream, &bytes).unwrap();
+    run(
+        &[
+            "restore",
+            "--from",
+            &target,
+            "--to",
+            fx.target("r6").as_str(),
+        ],
+        &[],
+    )
+    .ok();
+    assert_same(
+        &state(&fx.store),
+        &state(&open(&fx.path("r6"))),
+        "restore of the repaired newest point",
+    );
+}

@@ -527,29 +527,42 @@ fn print_list(r: &list::ListResult) -> std::io::Result<()> {
         "{:<32} {:<11} {:<24} {:>10} {:>9} {:<4} {:<32} status",
         "id", "kind", "created", "size", "objects", "enc", "parent"
     )?;
-    for b in &r.backups {
-        writeln!(
-            o,
-            "{:<32} {:<11} {:<24} {:>10} {:>9} {:<4} {:<32} {}",
-            b.id,
-            b.kind.as_str(),
-            b.created,
-            human_bytes(b.bytes),
-            b.objects,
-            if b.encrypted { "yes" } else { "no" },
-            b.parent.as_deref().unwrap_or("-"),
-            if b.restorable {
-                "ok".to_string()
-            } else {
-                format!("BROKEN: {}", b.problem.as_deref().unwrap_or("?"))
-            }
-        )?;
+    // one table in id (= time) order, damaged manifests in their place
+    let mut rows: Vec<(&str, String)> = r
+        .backups
+        .iter()
+        .map(|b| {
+            let row = format!(
+                "{:<32} {:<11} {:<24} {:>10} {:>9} {:<4} {:<32} {}",
+                b.id,
+                b.kind.as_str(),
+                b.created,
+                human_bytes(b.bytes),
+                b.objects,
+                if b.encrypted { "yes" } else { "no" },
+                b.parent.as_deref().unwrap_or("-"),
+                if b.restorable {
+                    "ok".to_string()
+                } else {
+                    format!("BROKEN: {}", b.problem.as_deref().unwrap_or("?"))
+                }
+            );
+            (b.id.as_str(), row)
+        })
+        .collect();
+    rows.extend(r.damaged.iter().map(|d| {
+        let row = format!(
+            "{:<32} {:<11} {:<24} {:>10} {:>9} {:<4} {:<32} DAMAGED: {}",
+            d.id, "?", "?", "?", "?", "?", "?", d.problem
+        );
+        (d.id.as_str(), row)
+    }));
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, row) in rows {
+        writeln!(o, "{row}")?;
     }
     for i in &r.incomplete {
         writeln!(o, "incomplete: {i} (no manifest)")?;
-    }
-    for (name, why) in &r.unreadable {
-        writeln!(o, "unreadable: {name}: {why}")?;
     }
     o.flush()
 }
