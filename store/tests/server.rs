@@ -1196,14 +1196,6 @@ fn metrics_cover_requests_commits_hooks_auth_and_the_store() {
     assert!(r.text().unwrap().ends_with("# EOF\n"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_real_prometheus_scrapes_the_server() {
     let s = Server::start(&[]);
@@ -1214,72 +1206,20 @@ fn a_real_prometheus_scrapes_the_server() {
     );
     let target = s.url.trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: quadgit\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("prometheus not found ({e}): install the Debian package `prometheus` (apt-get install prometheus)")
-        });
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            // SAFETY: signalling our own child by pid, then reaping it.
-            unsafe {
-                libc::kill(self.0.id() as i32, libc::SIGTERM);
-            }
-            let _ = self.0.wait();
-        }
-    }
-    let _prom = Kill(child);
-    let http = Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
+    let prom =
+        prometheus::Prometheus::start(dir.path(), &prometheus::scrape_config(&[&target], &[]), &[]);
+    prom.wait_until(Duration::from_secs(60), "qg_http_requests_total", |p| {
+        p.value("sum(qg_http_requests_total{job=\"quadgit\"})", None)
+            .is_some_and(|n| n >= 1.0)
+    });
+    // and the scrape target is healthy
+    let t: Value = Client::new()
+        .get(format!("{}/api/v1/targets", prom.url()))
+        .send()
+        .unwrap()
+        .json()
         .unwrap();
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/api/v1/query"))
-            .query(&[("query", "sum(qg_http_requests_total{job=\"quadgit\"})")])
-            .send()
-        {
-            last = r.text().unwrap_or_default();
-            let v: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
-            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
-                let n: f64 = value.parse().unwrap();
-                assert!(n >= 1.0, "{last}");
-                // and the scrape target is healthy
-                let t: Value = http
-                    .get(format!("http://127.0.0.1:{port}/api/v1/targets"))
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
-                assert_eq!(t["data"]["activeTargets"][0]["health"], "up", "{t}");
-                break;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "Prometheus never reported qg_http_requests_total: {last}\n{}",
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_eq!(t["data"]["activeTargets"][0]["health"], "up", "{t}");
 }
 
 #[test]

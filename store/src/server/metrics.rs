@@ -14,7 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{self, Outcome};
@@ -72,9 +72,16 @@ pub struct Metrics {
     stats_at: Mutex<Option<Instant>>,
 }
 
+/// Upper bounds (seconds) of the request latency histogram's buckets. They
+/// include the thresholds SLOs are written against (100 ms reads, 250 ms
+/// commits, 1 s, ...), since a latency SLI can only count requests under a
+/// bound the histogram has; `qg-slo validate` checks specs against this list.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 fn latency_histogram() -> Histogram {
-    // 0.25 ms .. ~16 s
-    Histogram::new(exponential_buckets(0.00025, 2.0, 17))
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
 impl Metrics {
@@ -288,5 +295,41 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(text.contains("# TYPE qg_store_size_bytes gauge"));
+    }
+
+    #[test]
+    fn latency_buckets_are_the_slo_thresholds_spelled_as_exported() {
+        let m = Metrics::new();
+        m.latency
+            .get_or_create(&HttpLabels {
+                method: "GET".into(),
+                route: "/v1/ns/:ns/query".into(),
+                status: "200".into(),
+            })
+            .observe(0.07);
+        let text = m.encode_prometheus();
+        let les: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("qg_http_request_duration_seconds_bucket{"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        // qg-slo's specs name these exact strings (slo/latency.yaml)
+        assert_eq!(
+            les,
+            [
+                "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+                "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "+Inf"
+            ]
+        );
+        assert!(
+            text.contains("le=\"0.1\",method=\"GET\",route=\"/v1/ns/:ns/query\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "le=\"0.05\",method=\"GET\",route=\"/v1/ns/:ns/query\",status=\"200\"} 0"
+            ),
+            "{text}"
+        );
     }
 }

@@ -33,3 +33,6 @@ mod routes;
 
 #[cfg(feature = "server")]
 pub use app::{serve, ServeOptions};
+/// The latency histogram's bucket bounds (`qg-slo` checks latency SLIs against them).
+#[cfg(feature = "server")]
+pub use metrics::LATENCY_BUCKETS;

@@ -12,6 +12,9 @@ pub struct Qg {
 mod run;
 pub use run::Run;
 
+#[path = "../../../tests/support/prometheus.rs"]
+pub mod prometheus;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_qg")
 }
